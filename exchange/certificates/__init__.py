@@ -1,0 +1,1 @@
+"""Certificates: the type registry, issuance, status changes and verification."""

@@ -1,0 +1,107 @@
+"""Verifying a certificate (SD-JWT VC): signature, format, validity window, disclosures, status.
+
+Pure: the caller supplies how to find the issuer's key and the status, so the same steps run
+online (``POST /v1/verify``, against the node's keys and status lists) and offline
+(``certex verify``, against JWKS files).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from exchange.certificates.types import BY_VCT
+from exchange.crypto.sdjwt import verify_sd_jwt
+from exchange.errors import ExchangeError, VerificationFailed
+from exchange.identifiers import parse_certificate_id
+
+IssuerKeyResolver = Callable[[str, Mapping[str, Any]], Ed25519PublicKey]
+"""(unverified iss, unverified header) → the issuer's public key, or raise VerificationFailed."""
+StatusResolver = Callable[[str, int], int | None]
+"""(status list uri, index) → 0/1/2, or None when the status cannot be checked (offline)."""
+
+STATUS_FAILURES = {1: ("revoked", "the certificate has been revoked"),
+                   2: ("suspended", "the certificate is suspended")}
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedCredential:
+    """A credential whose signature, format, window, disclosures and status all hold."""
+
+    issuer: str
+    kid: str
+    vct: str
+    type: str
+    certificate_id: str
+    valid_from: int | None
+    valid_until: int | None
+    status: str  # "valid", or "unchecked" when no status source was available
+    disclosed: Mapping[str, Any]
+
+
+def verify_credential(
+    credential: str,
+    *,
+    resolve_key: IssuerKeyResolver,
+    status_of: StatusResolver,
+    now: float,
+) -> VerifiedCredential:
+    """Verify ``credential`` or raise VerificationFailed naming the single reason."""
+    if not isinstance(credential, str) or len(credential) > 200_000:
+        raise VerificationFailed("credential must be an SD-JWT string", code="malformed")
+    # 1. SD-JWT: typ, alg allowlist, issuer key, signature, disclosures, validity window.
+    verified = verify_sd_jwt(
+        credential,
+        lambda header, payload: resolve_key(str(payload.get("iss", "")), header),
+        now=now,
+    )
+    claims = verified.claims
+    # 2. A type this exchange knows; disclosures are claims of that type.
+    vct = claims.get("vct")
+    ctype = BY_VCT.get(vct) if isinstance(vct, str) else None
+    if ctype is None:
+        raise VerificationFailed(f"unknown vct {vct!r}", code="unknown-vct")
+    allowed = {c.name for c in ctype.claims} | {"sub"}
+    extra = sorted(set(verified.disclosed) - allowed)
+    if extra:
+        raise VerificationFailed(f"claims not defined for {ctype.key}: {extra}", code="unknown-claim")
+    # 3. The certificate identifier is well formed.
+    cert_id = claims.get("certificate_id")
+    try:
+        parse_certificate_id(cert_id if isinstance(cert_id, str) else "")
+    except ExchangeError as e:
+        raise VerificationFailed("certificate_id is missing or invalid", code="bad-certificate-id") from e
+    # 4. Status (Token Status List).
+    ref = claims.get("status", {})
+    sl = ref.get("status_list") if isinstance(ref, dict) else None
+    if not (
+        isinstance(sl, dict)
+        and isinstance(sl.get("uri"), str)
+        and isinstance(sl.get("idx"), int)
+        and not isinstance(sl.get("idx"), bool)
+    ):
+        raise VerificationFailed("status claim is missing or malformed", code="bad-status-claim")
+    value = status_of(sl["uri"], sl["idx"])
+    if value in STATUS_FAILURES:
+        code, detail = STATUS_FAILURES[value]
+        raise VerificationFailed(detail, code=code)
+    if value not in (None, 0):
+        raise VerificationFailed(f"unknown status value {value}", code="bad-status")
+    return VerifiedCredential(
+        issuer=str(claims.get("iss")),
+        kid=str(verified.header.get("kid")),
+        vct=vct,
+        type=ctype.key,
+        certificate_id=str(cert_id),
+        valid_from=_int(claims.get("nbf")),
+        valid_until=_int(claims.get("exp")),
+        status="valid" if value == 0 else "unchecked",
+        disclosed=dict(verified.disclosed),
+    )
+
+
+def _int(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None

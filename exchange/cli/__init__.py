@@ -1,0 +1,1 @@
+"""The ``certex`` command line."""

@@ -1,0 +1,1 @@
+"""OAuth clients (agencies, banks, auditors): registration, private_key_jwt, access tokens."""

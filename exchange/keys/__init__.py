@@ -1,0 +1,1 @@
+"""Key lifecycle: which key an owner signs with now, and which keys stay published."""

@@ -1,0 +1,122 @@
+"""SQLAlchemy 2 typed models. Every change here needs an alembic migration."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the node schema."""
+
+
+class Agency(Base):
+    """An issuing agency (发证机关). Its client id is its USCC."""
+
+    __tablename__ = "agencies"
+
+    uscc: Mapped[str] = mapped_column(String(18), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    types: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Client(Base):
+    """An OAuth client: agency, bank or auditor, authenticated by private_key_jwt."""
+
+    __tablename__ = "clients"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    jwks: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    items: Mapped[list[str]] = mapped_column(JSON)
+    agency_uscc: Mapped[str | None] = mapped_column(ForeignKey("agencies.uscc"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class UsedAssertion(Base):
+    """A client-assertion ``jti`` already accepted: never accepted twice (RFC 7523 §3)."""
+
+    __tablename__ = "used_assertions"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class KeyRecord(Base):
+    """Public half and lifecycle of a signing key; the private half lives in ``keys/<kid>.pem``."""
+
+    __tablename__ = "keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class StatusListRecord(Base):
+    """One Token Status List: a fixed number of 2-bit entries handed out at random."""
+
+    __tablename__ = "status_lists"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    size: Mapped[int] = mapped_column(Integer)
+    bits: Mapped[int] = mapped_column(SmallInteger)
+    allocated: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StatusEntry(Base):
+    """An allocated index of a status list and its current status (0 valid, 1 revoked, 2 suspended)."""
+
+    __tablename__ = "status_entries"
+
+    list_id: Mapped[int] = mapped_column(ForeignKey("status_lists.id"), primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[int] = mapped_column(SmallInteger, default=0)
+
+
+class Certificate(Base):
+    """An issued electronic certificate (电子证照) and its lifecycle state."""
+
+    __tablename__ = "certificates"
+    __table_args__ = (
+        UniqueConstraint("status_list", "status_idx"),
+        Index("ix_certificates_subject", "subject_id", "type"),
+    )
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    issuer_uscc: Mapped[str] = mapped_column(ForeignKey("agencies.uscc"))
+    subject_id: Mapped[str] = mapped_column(String(18))
+    subject_kind: Mapped[str] = mapped_column(String(16))
+    claims: Mapped[dict[str, Any]] = mapped_column(JSON)
+    credential: Mapped[str] = mapped_column(Text)
+    kid: Mapped[str] = mapped_column(String(64))
+    valid_from: Mapped[int] = mapped_column(BigInteger)
+    valid_until: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    status_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    status_list: Mapped[int] = mapped_column(ForeignKey("status_lists.id"))
+    status_idx: Mapped[int] = mapped_column(Integer)
+    issued_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)

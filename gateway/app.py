@@ -1,0 +1,51 @@
+"""The FastAPI application factory. Nothing is created at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from exchange.clients.service import TokenVerifier
+from exchange.node import Node
+from exchange.settings import Settings
+from gateway import problems
+from gateway.limits import BodySizeLimit
+from gateway.routers import certificates, meta, oauth, status, verify
+
+DESCRIPTION = """\
+A province node of the cross-agency electronic certificate exchange (一网通办).
+
+* Agencies authenticate with `private_key_jwt` (RFC 7523) at `POST /oauth2/token` and issue
+  certificates as SD-JWT VCs (RFC 9901, draft-ietf-oauth-sd-jwt-vc) signed with Ed25519.
+* Status is published as IETF Token Status Lists (2 bits: 0 valid, 1 revoked, 2 suspended).
+* Every error is an RFC 9457 `application/problem+json` document with a stable `type` URI
+  (`urn:certex:problem:<code>`), except `POST /oauth2/token`, which answers RFC 6749 §5.2.
+"""
+
+
+def create_app(node: Node | None = None, settings: Settings | None = None) -> FastAPI:
+    """Build the app around ``node`` (or one opened from ``settings``/the environment)."""
+    own_node = node is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if own_node:
+            app.state.node.close()
+
+    the_node = node or Node.open(settings or Settings())
+    app = FastAPI(
+        title="certex node",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.node = the_node
+    app.state.token_verifier = TokenVerifier(the_node)
+    problems.install(app)
+    for module in (oauth, meta, certificates, status, verify):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, max_bytes=the_node.settings.max_body_bytes)
+    return app

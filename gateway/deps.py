@@ -1,0 +1,60 @@
+"""Request dependencies: the node, one unit of work per request, the authenticated caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from exchange.clients.model import Principal
+from exchange.clients.service import TokenVerifier
+from exchange.errors import AuthenticationFailed
+from exchange.node import Node
+
+
+def get_node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+NodeDep = Annotated[Node, Depends(get_node)]
+
+
+class UnitOfWork:
+    """``with uow() as session:`` — commits once at the end of the block, or rolls back."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    @contextmanager
+    def __call__(self) -> Iterator[Session]:
+        with self._node.sessions.begin() as session:
+            yield session
+
+
+def get_uow(node: NodeDep) -> UnitOfWork:
+    return UnitOfWork(node)
+
+
+UowDep = Annotated[UnitOfWork, Depends(get_uow)]
+
+_bearer = HTTPBearer(auto_error=False, description="node access token from POST /oauth2/token")
+
+
+def get_principal(
+    request: Request,
+    node: NodeDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if creds is None or creds.scheme.lower() != "bearer":
+        raise AuthenticationFailed("a bearer access token is required", code="missing-token")
+    verifier: TokenVerifier = request.app.state.token_verifier
+    with node.sessions() as session:
+        return verifier.verify(session, creds.credentials)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,1 @@
+"""Alembic migrations of the node schema (run by ``certex init`` and the test fixtures)."""
