@@ -11,6 +11,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
@@ -22,6 +23,9 @@ from exchange.errors import ConfigurationError
 from exchange.keys.service import KeyService
 from exchange.persistence.db import make_engine, make_session_factory
 from exchange.settings import Settings
+
+if TYPE_CHECKING:
+    from exchange.ledger.writer import LedgerWriter
 
 log = logging.getLogger("certex")
 
@@ -37,6 +41,7 @@ class Node:
     keys: KeyService
     subject_key: bytes
     rng: secrets.SystemRandom = field(default_factory=secrets.SystemRandom)
+    ledger: LedgerWriter | None = None
 
     @classmethod
     def open(cls, settings: Settings, clock: Clock | None = None, *, pool_size: int = 20) -> Node:
@@ -61,7 +66,19 @@ class Node:
         """The node's host name (``host[:port]``), used in the ledger origin."""
         return urlsplit(self.settings.base_url).netloc
 
+    def start_ledger(self) -> LedgerWriter:
+        """Start this process's ledger writer (the app factory does; CLI verbs that log do)."""
+        from exchange.ledger.writer import LedgerWriter
+
+        if self.ledger is None:
+            self.ledger = LedgerWriter(self)
+            self.ledger.start()
+        return self.ledger
+
     def close(self) -> None:
+        if self.ledger is not None:
+            self.ledger.stop()
+            self.ledger = None
         self.engine.dispose()
 
 

@@ -12,7 +12,7 @@ from exchange.node import Node
 from exchange.settings import Settings
 from gateway import problems
 from gateway.limits import BodySizeLimit
-from gateway.routers import certificates, meta, oauth, status, verify
+from gateway.routers import certificates, ledger, meta, oauth, status, verify
 
 DESCRIPTION = """\
 A province node of the cross-agency electronic certificate exchange (一网通办).
@@ -31,9 +31,10 @@ def create_app(node: Node | None = None, settings: Settings | None = None) -> Fa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        the_node.start_ledger()
         yield
         if own_node:
-            app.state.node.close()
+            the_node.close()
 
     the_node = node or Node.open(settings or Settings())
     app = FastAPI(
@@ -45,7 +46,7 @@ def create_app(node: Node | None = None, settings: Settings | None = None) -> Fa
     app.state.node = the_node
     app.state.token_verifier = TokenVerifier(the_node)
     problems.install(app)
-    for module in (oauth, meta, certificates, status, verify):
+    for module in (oauth, meta, certificates, status, verify, ledger):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=the_node.settings.max_body_bytes)
     return app

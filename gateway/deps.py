@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from exchange.clients.model import Principal
 from exchange.clients.service import TokenVerifier
 from exchange.errors import AuthenticationFailed
+from exchange.ledger.service import commit_wait
 from exchange.node import Node
 
 
@@ -25,15 +26,22 @@ NodeDep = Annotated[Node, Depends(get_node)]
 
 
 class UnitOfWork:
-    """``with uow() as session:`` — commits once at the end of the block, or rolls back."""
+    """``with uow() as session:`` — commits once at the end of the block, or rolls back.
+
+    Ledger events recorded in the block were committed with it (outbox); leaving the block
+    also waits until the ledger writer has appended them, so nothing is answered before its
+    ledger entry is durable. Their indices are in ``ledger_indices`` afterwards.
+    """
 
     def __init__(self, node: Node) -> None:
         self._node = node
+        self.ledger_indices: list[int] = []
 
     @contextmanager
     def __call__(self) -> Iterator[Session]:
         with self._node.sessions.begin() as session:
             yield session
+        self.ledger_indices = commit_wait(self._node, session)
 
 
 def get_uow(node: NodeDep) -> UnitOfWork:

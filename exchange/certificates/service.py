@@ -18,6 +18,8 @@ from exchange.crypto.sdjwt import issue_sd_jwt
 from exchange.errors import Conflict, Forbidden, InvalidInput, NotFound
 from exchange.identifiers import classify_subject_id, make_certificate_id
 from exchange.keys.service import agency_owner
+from exchange.ledger.leaf import Event
+from exchange.ledger.service import log_event, request_digest, subject_pseudonym
 from exchange.node import Node
 from exchange.persistence.models import Agency, Certificate
 from exchange.status import service as status
@@ -113,6 +115,14 @@ def issue(session: Session, node: Node, principal: Principal, req: IssueRequest)
             session.add(cert)
     except IntegrityError as e:  # pragma: no cover - a concurrent process took the serial
         raise Conflict("certificate identifier collision; retry") from e
+    # 6. The issuance is logged in the same transaction (no personal data in the entry).
+    log_event(session, node, Event(
+        kind="certificate.issued", actor=agency.uscc, outcome="ok",
+        subject=subject_pseudonym(node, req.subject_id), certificate=cert_id,
+        request_sha256=request_digest({
+            "type": req.type, "subject_id": req.subject_id, "claims": claims,
+            "valid_from": valid_from, "valid_until": valid_until}),
+    ))
     return cert
 
 
@@ -147,6 +157,11 @@ def set_status(
     cert.status = new
     cert.status_reason = reason
     cert.updated_at = int(node.clock.now())
+    log_event(session, node, Event(
+        kind="certificate.status", actor=cert.issuer_uscc, outcome="ok",
+        subject=subject_pseudonym(node, cert.subject_id), certificate=cert.id, reason=new,
+        request_sha256=request_digest({"id": cert.id, "status": new, "reason": reason}),
+    ))
     return cert
 
 
