@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     @classmethod
     def _known_province(cls, v: str) -> str:
         if v not in PROVINCES:
-            raise ValueError(f"CERTEX_NODE must be one of the 31 GB/T 2260 province codes, not {v!r}")
+            raise ValueError(
+                f"CERTEX_NODE must be one of the 31 GB/T 2260 province codes, not {v!r}"
+            )
         return v
 
     @field_validator("base_url")

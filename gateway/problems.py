@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from gateway.responses import JSONBody
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from exchange.errors import (
@@ -22,6 +21,7 @@ from exchange.errors import (
     NotFound,
     VerificationFailed,
 )
+from gateway.responses import JSONBody
 
 log = logging.getLogger("certex.gateway")
 
@@ -45,9 +45,7 @@ class ProblemResponse(JSONBody):
     media_type = PROBLEM_MEDIA_TYPE
 
 
-def problem(
-    status: int, code: str, title: str, detail: str, **extra: Any
-) -> ProblemResponse:
+def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> ProblemResponse:
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + code,
         "title": title,
@@ -97,6 +95,13 @@ def install(app: FastAPI) -> None:
     async def _unexpected(_: Request, exc: Exception) -> ProblemResponse:
         log.exception("unhandled error", exc_info=exc)
         return problem(500, "internal", "Internal error", "the node failed; nothing was changed")
+
+
+def responses(*codes: int, **extra: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the given problem statuses (plus ``extra``, keyed "200" etc.)."""
+    out: dict[int | str, dict[str, Any]] = {c: PROBLEM_RESPONSES[c] for c in codes}
+    out.update({int(k.removeprefix("s")): v for k, v in extra.items()})
+    return out
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {

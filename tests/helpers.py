@@ -10,7 +10,11 @@ from fastapi.testclient import TestClient
 
 from exchange.clients.agencies import register_agency
 from exchange.clients.service import register_client
-from exchange.clients.tools import client_assertion, generate_client_jwk, signing_key_from_private_jwk
+from exchange.clients.tools import (
+    client_assertion,
+    generate_client_jwk,
+    signing_key_from_private_jwk,
+)
 from exchange.crypto.jws import SigningKey
 from exchange.identifiers import generate_resident_id, generate_uscc
 from exchange.node import Node
@@ -26,15 +30,16 @@ class TestClientIdentity:
 
 
 def new_uscc(seed: object = None, region: str = "310000") -> str:
-    return generate_uscc(random.Random(seed), region=region)  # noqa: S311
+    return generate_uscc(random.Random(seed), region=region)
 
 
 def new_resident_id(seed: object = None) -> str:
-    return generate_resident_id(random.Random(seed), region="310105")  # noqa: S311
+    return generate_resident_id(random.Random(seed), region="310105")
 
 
-def add_agency(node: Node, types: list[str], *, uscc: str | None = None,
-               name: str = "上海市市场监督管理局") -> TestClientIdentity:
+def add_agency(
+    node: Node, types: list[str], *, uscc: str | None = None, name: str = "上海市市场监督管理局"
+) -> TestClientIdentity:
     private, public = generate_client_jwk()
     uscc = uscc or new_uscc()
     with node.sessions.begin() as s:
@@ -42,22 +47,38 @@ def add_agency(node: Node, types: list[str], *, uscc: str | None = None,
     return TestClientIdentity(uscc, signing_key_from_private_jwk(private), public)
 
 
-def add_client(node: Node, client_id: str, kind: str, items: tuple[str, ...] = ()) -> TestClientIdentity:
+def add_client(
+    node: Node, client_id: str, kind: str, items: tuple[str, ...] = ()
+) -> TestClientIdentity:
     private, public = generate_client_jwk()
     with node.sessions.begin() as s:
-        register_client(s, client_id=client_id, name=client_id, kind=kind, jwk=public,
-                        items=items, now=node.clock.now())
+        register_client(
+            s,
+            client_id=client_id,
+            name=client_id,
+            kind=kind,
+            jwk=public,
+            items=items,
+            now=node.clock.now(),
+        )
     return TestClientIdentity(client_id, signing_key_from_private_jwk(private), public)
 
 
-def token_form(node: Node, who: TestClientIdentity, assertion: str | None = None,
-               **extra: str) -> dict[str, str]:
+def token_form(
+    node: Node, who: TestClientIdentity, assertion: str | None = None, **extra: str
+) -> dict[str, str]:
     a = assertion or client_assertion(
-        who.key, client_id=who.client_id, token_url=f"{node.base_url}/oauth2/token",
+        who.key,
+        client_id=who.client_id,
+        token_url=f"{node.base_url}/oauth2/token",
         now=node.clock.now(),
     )
-    return {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": a, **extra}
+    return {
+        "grant_type": "client_credentials",
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": a,
+        **extra,
+    }
 
 
 def access_token(http: TestClient, node: Node, who: TestClientIdentity) -> str:

@@ -27,8 +27,12 @@ def _payload(jwt: str) -> dict[str, Any]:
 
 
 def _issue(http, token, subject=None, claims=None, type_="business-license", **extra):  # type: ignore[no-untyped-def]
-    body = {"type": type_, "subject_id": subject or new_uscc(), "claims": claims or BUSINESS_LICENSE,
-            **extra}
+    body = {
+        "type": type_,
+        "subject_id": subject or new_uscc(),
+        "claims": claims or BUSINESS_LICENSE,
+        **extra,
+    }
     return http.post("/v1/certificates", headers=bearer(token), json=body)
 
 
@@ -95,9 +99,16 @@ def test_read_verify_suspend_resume_revoke(http, node, market, token) -> None:  
         return StatusList.decode(p["status_list"]["lst"], p["status_list"]["bits"]).get(idx)
 
     assert list_status() == 0
-    for new, code, verdict in (("suspended", 2, "suspended"), ("valid", 0, None), ("revoked", 1, "revoked")):
-        s = http.post(f"/v1/certificates/{cert_id}/status", headers=bearer(token),
-                      json={"status": new, "reason": "test"})
+    for new, code, verdict in (
+        ("suspended", 2, "suspended"),
+        ("valid", 0, None),
+        ("revoked", 1, "revoked"),
+    ):
+        s = http.post(
+            f"/v1/certificates/{cert_id}/status",
+            headers=bearer(token),
+            json={"status": new, "reason": "test"},
+        )
         assert s.status_code == 200, s.text
         assert list_status() == code, f"the very next status-list fetch shows {new}"
         v = http.post("/v1/verify", json={"credential": cred}).json()
@@ -105,16 +116,23 @@ def test_read_verify_suspend_resume_revoke(http, node, market, token) -> None:  
         assert v["reason"] == verdict
 
     # Revoked is final.
-    s = http.post(f"/v1/certificates/{cert_id}/status", headers=bearer(token),
-                  json={"status": "valid", "reason": "undo"})
+    s = http.post(
+        f"/v1/certificates/{cert_id}/status",
+        headers=bearer(token),
+        json={"status": "valid", "reason": "undo"},
+    )
     assert s.status_code == 409
     assert s.json()["type"] == "urn:certex:problem:revoked-is-final"
     assert list_status() == 1
 
 
 def test_status_indices_are_random_and_unique(http, node, token) -> None:  # type: ignore[no-untyped-def]
-    idxs = {_payload(_issue(http, token).json()["credential"].split("~")[0])["status"]["status_list"]["idx"]
-            for _ in range(12)}
+    idxs = {
+        _payload(_issue(http, token).json()["credential"].split("~")[0])["status"]["status_list"][
+            "idx"
+        ]
+        for _ in range(12)
+    }
     assert len(idxs) == 12
     assert sorted(idxs) != list(range(min(idxs), min(idxs) + 12)), "indices must not be sequential"
 
@@ -124,27 +142,57 @@ def test_cross_tenant_agency_sees_nothing(http, node, token) -> None:  # type: i
     other = add_agency(node, ["business-license"], name="浙江省市场监督管理局")
     other_token = access_token(http, node, other)
     assert http.get(f"/v1/certificates/{cert_id}", headers=bearer(other_token)).status_code == 404
-    r = http.post(f"/v1/certificates/{cert_id}/status", headers=bearer(other_token),
-                  json={"status": "revoked", "reason": "hostile"})
+    r = http.post(
+        f"/v1/certificates/{cert_id}/status",
+        headers=bearer(other_token),
+        json={"status": "revoked", "reason": "hostile"},
+    )
     assert r.status_code == 404
     with node.sessions() as s:
         assert s.get(Certificate, cert_id).status == "valid"  # type: ignore[union-attr]
 
 
 BAD_ISSUES = [
-    ("unauthorised-type", {"type_": "resident-id", "subject": "11010519491231002X",
-                           "claims": {"name": "x", "sex": "男", "ethnicity": "汉", "birth_date": "1949-12-31",
-                                      "address": "x", "issuing_authority": "x"}}, 403, "type-not-authorised"),
+    (
+        "unauthorised-type",
+        {
+            "type_": "resident-id",
+            "subject": "11010519491231002X",
+            "claims": {
+                "name": "x",
+                "sex": "男",
+                "ethnicity": "汉",
+                "birth_date": "1949-12-31",
+                "address": "x",
+                "issuing_authority": "x",
+            },
+        },
+        403,
+        "type-not-authorised",
+    ),
     ("unknown-type", {"type_": "dragon-license"}, 400, "unknown-certificate-type"),
     ("bad-uscc-check", {"subject": "91350100M000100Y44"}, 400, "invalid-subject-id"),
     ("bad-id-check", {"subject": "110105194912310021"}, 400, None),
     ("person-for-enterprise-type", {"subject": "11010519491231002X"}, 400, "wrong-subject-kind"),
     ("unknown-claim", {"claims": {**BUSINESS_LICENSE, "shareholders": "x"}}, 400, "unknown-claim"),
-    ("missing-claim", {"claims": {k: v for k, v in BUSINESS_LICENSE.items() if k != "name"}}, 400,
-     "missing-claim"),
-    ("ill-typed-claim", {"claims": {**BUSINESS_LICENSE, "established_on": 20150601}}, 400,
-     "ill-typed-claim"),
-    ("bad-date", {"claims": {**BUSINESS_LICENSE, "established_on": "2015-02-30"}}, 400, "ill-typed-claim"),
+    (
+        "missing-claim",
+        {"claims": {k: v for k, v in BUSINESS_LICENSE.items() if k != "name"}},
+        400,
+        "missing-claim",
+    ),
+    (
+        "ill-typed-claim",
+        {"claims": {**BUSINESS_LICENSE, "established_on": 20150601}},
+        400,
+        "ill-typed-claim",
+    ),
+    (
+        "bad-date",
+        {"claims": {**BUSINESS_LICENSE, "established_on": "2015-02-30"}},
+        400,
+        "ill-typed-claim",
+    ),
     ("validity-in-past", {"valid_until": "2001-01-01"}, 400, "bad-validity"),
     ("naive-timestamp", {"valid_until": "2031-01-01T00:00:00"}, 400, "bad-validity"),
     ("not-a-timestamp", {"valid_until": "tomorrow"}, 400, "bad-validity"),
@@ -152,7 +200,9 @@ BAD_ISSUES = [
 ]
 
 
-@pytest.mark.parametrize(("case", "kw", "status", "code"), BAD_ISSUES, ids=[b[0] for b in BAD_ISSUES])
+@pytest.mark.parametrize(
+    ("case", "kw", "status", "code"), BAD_ISSUES, ids=[b[0] for b in BAD_ISSUES]
+)
 def test_bad_issue_requests_change_nothing(http, node, token, case, kw, status, code) -> None:  # type: ignore[no-untyped-def]
     before = (_count(node), _count(node, StatusEntry))
     r = _issue(http, token, **kw)
@@ -173,8 +223,11 @@ def test_oversized_and_malformed_bodies(http, node, token) -> None:  # type: ign
     r = _issue(http, token, claims=huge)
     assert r.status_code == 413
     assert r.json()["type"] == "urn:certex:problem:body-too-large"
-    r = http.post("/v1/certificates", headers={**bearer(token), "Content-Type": "application/json"},
-                  content=b"{not json")
+    r = http.post(
+        "/v1/certificates",
+        headers={**bearer(token), "Content-Type": "application/json"},
+        content=b"{not json",
+    )
     assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json")
     assert _count(node) == before
 
@@ -182,18 +235,37 @@ def test_oversized_and_malformed_bodies(http, node, token) -> None:  # type: ign
 def test_person_certificate_and_types_listing(http, node) -> None:  # type: ignore[no-untyped-def]
     police = add_agency(node, ["resident-id"], name="上海市公安局")
     t = access_token(http, node, police)
-    claims = {"name": "李四", "sex": "女", "ethnicity": "汉", "birth_date": "1990-03-07",
-              "address": "上海市黄浦区", "issuing_authority": "上海市公安局黄浦分局"}
+    claims = {
+        "name": "李四",
+        "sex": "女",
+        "ethnicity": "汉",
+        "birth_date": "1990-03-07",
+        "address": "上海市黄浦区",
+        "issuing_authority": "上海市公安局黄浦分局",
+    }
     r = _issue(http, t, subject=new_resident_id(), claims=claims, type_="resident-id")
     assert r.status_code == 201, r.text
     types = http.get("/v1/certificate-types").json()["types"]
     keys = {t["key"] for t in types}
-    assert {"business-license", "resident-id", "property-certificate", "social-insurance-record",
-            "food-business-license", "health-certificate", "construction-permit",
-            "tax-payment-certificate"} <= keys
+    assert {
+        "business-license",
+        "resident-id",
+        "property-certificate",
+        "social-insurance-record",
+        "food-business-license",
+        "health-certificate",
+        "construction-permit",
+        "tax-payment-certificate",
+    } <= keys
     bl = next(t for t in types if t["key"] == "business-license")
-    assert {"name", "legal_representative", "registered_capital", "address", "business_scope",
-            "established_on"} <= {c["name"] for c in bl["claims"]}
+    assert {
+        "name",
+        "legal_representative",
+        "registered_capital",
+        "address",
+        "business_scope",
+        "established_on",
+    } <= {c["name"] for c in bl["claims"]}
 
 
 def test_rotation_keeps_old_credentials_verifiable(http, node, market, token) -> None:  # type: ignore[no-untyped-def]
@@ -228,8 +300,15 @@ def test_issuer_metadata_and_jwks_publish_no_private_material(http, node, market
 
 def test_openapi_lists_routes_with_errors(http) -> None:  # type: ignore[no-untyped-def]
     spec = http.get("/openapi.json").json()
-    for path in ("/oauth2/token", "/v1/certificates", "/v1/certificates/{cert_id}/status",
-                 "/v1/verify", "/v1/status-lists/{list_id}", "/.well-known/jwks.json",
-                 "/.well-known/jwt-vc-issuer/issuers/{uscc}", "/v1/certificate-types"):
+    for path in (
+        "/oauth2/token",
+        "/v1/certificates",
+        "/v1/certificates/{cert_id}/status",
+        "/v1/verify",
+        "/v1/status-lists/{list_id}",
+        "/.well-known/jwks.json",
+        "/.well-known/jwt-vc-issuer/issuers/{uscc}",
+        "/v1/certificate-types",
+    ):
         assert path in spec["paths"], path
     assert "403" in spec["paths"]["/v1/certificates"]["post"]["responses"]

@@ -27,8 +27,11 @@ def world(http, node):  # type: ignore[no-untyped-def]
 
 
 def _issue(http, token, subject):  # type: ignore[no-untyped-def]
-    r = http.post("/v1/certificates", headers=bearer(token),
-                  json={"type": "business-license", "subject_id": subject, "claims": BUSINESS_LICENSE})
+    r = http.post(
+        "/v1/certificates",
+        headers=bearer(token),
+        json={"type": "business-license", "subject_id": subject, "claims": BUSINESS_LICENSE},
+    )
     assert r.status_code == 201, r.text
     return r.json()["id"]
 
@@ -43,8 +46,11 @@ def test_issuance_and_status_are_logged_without_personal_data(http, node, world)
     agency, token, audit_token = world
     subject_a, subject_b = new_uscc("a"), new_uscc("b")
     ids = [_issue(http, token, subject_a), _issue(http, token, subject_b)]
-    r = http.post(f"/v1/certificates/{ids[0]}/status", headers=bearer(token),
-                  json={"status": "revoked", "reason": "吊销"})
+    r = http.post(
+        f"/v1/certificates/{ids[0]}/status",
+        headers=bearer(token),
+        json={"status": "revoked", "reason": "吊销"},
+    )
     assert r.status_code == 200
 
     entries = http.get("/v1/ledger/entries?start=0&end=100", headers=bearer(audit_token))
@@ -60,7 +66,11 @@ def test_issuance_and_status_are_logged_without_personal_data(http, node, world)
     fields = [json.loads(raw) for raw in leaves]
     key = base64.b64decode(TEST_SUBJECT_KEY)
     assert fields[0]["subject"] == pseudonym(key, subject_a)
-    assert [f["kind"] for f in fields] == ["certificate.issued", "certificate.issued", "certificate.status"]
+    assert [f["kind"] for f in fields] == [
+        "certificate.issued",
+        "certificate.issued",
+        "certificate.status",
+    ]
     assert [f["certificate"] for f in fields] == [ids[0], ids[1], ids[0]]
     assert fields[0]["actor"] == agency.client_id
     # The hash chain and the subject back-pointers.
@@ -101,9 +111,15 @@ def test_checkpoint_proofs_and_receipts_verify(http, node, world) -> None:  # ty
     merkle.verify_consistency(old.size, cp.size, old.root, cp.root, proof)
 
 
-@pytest.mark.parametrize("query", [
-    "index=5&size=3", "index=-1&size=3", "index=0&size=999", "index=x&size=1",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "index=5&size=3",
+        "index=-1&size=3",
+        "index=0&size=999",
+        "index=x&size=1",
+    ],
+)
 def test_bad_proof_requests(http, world, query) -> None:  # type: ignore[no-untyped-def]
     _, token, _ = world
     for _ in range(3):

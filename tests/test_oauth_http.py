@@ -25,8 +25,14 @@ def _b64(data: bytes) -> str:
 
 def _claims(node, client_id, **over):  # type: ignore[no-untyped-def]
     now = int(node.clock.now())
-    c = {"iss": client_id, "sub": client_id, "aud": f"{node.base_url}/oauth2/token",
-         "iat": now, "exp": now + 60, "jti": secrets.token_urlsafe(16)}
+    c = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": f"{node.base_url}/oauth2/token",
+        "iat": now,
+        "exp": now + 60,
+        "jti": secrets.token_urlsafe(16),
+    }
     c.update(over)
     return c
 
@@ -48,7 +54,11 @@ def test_token_happy_path_defaults_to_registered_scopes(http, node) -> None:  # 
     body = r.json()
     assert body["token_type"] == "Bearer"
     assert 0 < body["expires_in"] <= 600
-    assert set(body["scope"].split()) == {"certificates:issue", "certificates:status", "certificates:read"}
+    assert set(body["scope"].split()) == {
+        "certificates:issue",
+        "certificates:status",
+        "certificates:read",
+    }
     assert r.headers["cache-control"] == "no-store"
     # The token is a node-signed at+jwt verifiable with the published node JWKS.
     jwks = http.get("/.well-known/jwks.json").json()
@@ -100,11 +110,17 @@ def test_hs256_signed_with_public_key_is_refused(http, node) -> None:  # type: i
 def test_wrong_kid_and_foreign_key_are_refused(http, node) -> None:  # type: ignore[no-untyped-def]
     agency = add_agency(node, ["business-license"])
     other = SigningKey.generate()
-    _assert_invalid_client(http, node, token_form(
-        node, agency, assertion=_sign(other, _claims(node, agency.client_id))))
+    _assert_invalid_client(
+        http,
+        node,
+        token_form(node, agency, assertion=_sign(other, _claims(node, agency.client_id))),
+    )
     forged = SigningKey(kid=agency.key.kid, private_key=Ed25519PrivateKey.generate())
-    _assert_invalid_client(http, node, token_form(
-        node, agency, assertion=_sign(forged, _claims(node, agency.client_id))))
+    _assert_invalid_client(
+        http,
+        node,
+        token_form(node, agency, assertion=_sign(forged, _claims(node, agency.client_id))),
+    )
 
 
 @pytest.mark.parametrize(
@@ -130,13 +146,19 @@ def test_bad_assertion_claims_are_refused(http, node, override) -> None:  # type
             claims[k] = now + v
         else:
             claims[k] = v
-    _assert_invalid_client(http, node, token_form(node, agency, assertion=_sign(agency.key, claims)))
+    _assert_invalid_client(
+        http, node, token_form(node, agency, assertion=_sign(agency.key, claims))
+    )
 
 
 def test_replayed_jti_is_refused(http, node) -> None:  # type: ignore[no-untyped-def]
     agency = add_agency(node, ["business-license"])
-    a = client_assertion(agency.key, client_id=agency.client_id,
-                         token_url=f"{node.base_url}/oauth2/token", now=node.clock.now())
+    a = client_assertion(
+        agency.key,
+        client_id=agency.client_id,
+        token_url=f"{node.base_url}/oauth2/token",
+        now=node.clock.now(),
+    )
     assert http.post("/oauth2/token", data=token_form(node, agency, assertion=a)).status_code == 200
     _assert_invalid_client(http, node, token_form(node, agency, assertion=a))
 
@@ -144,7 +166,9 @@ def test_replayed_jti_is_refused(http, node) -> None:  # type: ignore[no-untyped
 def test_unknown_client_and_bad_grant(http, node) -> None:  # type: ignore[no-untyped-def]
     agency = add_agency(node, ["business-license"])
     claims = _claims(node, "nobody")
-    _assert_invalid_client(http, node, token_form(node, agency, assertion=_sign(agency.key, claims)))
+    _assert_invalid_client(
+        http, node, token_form(node, agency, assertion=_sign(agency.key, claims))
+    )
     r = http.post("/oauth2/token", data={**token_form(node, agency), "grant_type": "password"})
     assert r.status_code == 400 and r.json()["error"] == "unsupported_grant_type"
 
@@ -156,16 +180,24 @@ def test_access_token_attacks(http, node, clock) -> None:  # type: ignore[no-unt
     # No token, garbage, a token signed by someone else, a client assertion used as a token.
     assert http.get("/v1/certificates/x").status_code == 401
     assert http.get("/v1/certificates/x", headers=bearer("garbage")).status_code == 401
-    h, p, _ = token.split(".")
+    _, p, _ = token.split(".")
     forged = SigningKey.generate()
     claims = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
-    fake = pyjwt.encode(claims, forged.private_key, algorithm="EdDSA",
-                        headers={"typ": "at+jwt", "kid": pyjwt.get_unverified_header(token)["kid"]})
+    fake = pyjwt.encode(
+        claims,
+        forged.private_key,
+        algorithm="EdDSA",
+        headers={"typ": "at+jwt", "kid": pyjwt.get_unverified_header(token)["kid"]},
+    )
     r = http.get("/v1/certificates/x", headers=bearer(fake))
     assert r.status_code == 401
     assert r.headers["content-type"].startswith("application/problem+json")
-    assertion = client_assertion(agency.key, client_id=agency.client_id,
-                                 token_url=f"{node.base_url}/oauth2/token", now=node.clock.now())
+    assertion = client_assertion(
+        agency.key,
+        client_id=agency.client_id,
+        token_url=f"{node.base_url}/oauth2/token",
+        now=node.clock.now(),
+    )
     assert http.get("/v1/certificates/x", headers=bearer(assertion)).status_code == 401
     # Expired: the clock moves past exp.
     clock.advance(601)
@@ -176,7 +208,10 @@ def test_access_token_attacks(http, node, clock) -> None:  # type: ignore[no-unt
 def test_bank_token_cannot_issue(http, node) -> None:  # type: ignore[no-untyped-def]
     bank = add_client(node, "bank-1", "bank")
     token = access_token(http, node, bank)
-    r = http.post("/v1/certificates", headers=bearer(token),
-                  json={"type": "business-license", "subject_id": "91350100M000100Y43", "claims": {}})
+    r = http.post(
+        "/v1/certificates",
+        headers=bearer(token),
+        json={"type": "business-license", "subject_id": "91350100M000100Y43", "claims": {}},
+    )
     assert r.status_code == 403
     assert r.json()["type"] == "urn:certex:problem:insufficient-scope"

@@ -31,9 +31,15 @@ def issued(http, node):  # type: ignore[no-untyped-def]
     token = access_token(http, node, agency)
 
     def issue(subject: str | None = None, claims: dict[str, Any] | None = None) -> str:
-        r = http.post("/v1/certificates", headers=bearer(token), json={
-            "type": "business-license", "subject_id": subject or new_uscc(),
-            "claims": claims or BUSINESS_LICENSE})
+        r = http.post(
+            "/v1/certificates",
+            headers=bearer(token),
+            json={
+                "type": "business-license",
+                "subject_id": subject or new_uscc(),
+                "claims": claims or BUSINESS_LICENSE,
+            },
+        )
         assert r.status_code == 201, r.text
         return str(r.json()["credential"])
 
@@ -74,7 +80,9 @@ def test_interop_reference_sd_jwt_and_jwcrypto(http, node, issued) -> None:  # t
     jws = JWS()
     jws.deserialize(cred.split("~")[0])
     header = _dec(cred.split(".")[0])
-    jws.verify(JWK(**next(k for k in meta["jwks"]["keys"] if k["kid"] == header["kid"])), alg="EdDSA")
+    jws.verify(
+        JWK(**next(k for k in meta["jwks"]["keys"] if k["kid"] == header["kid"])), alg="EdDSA"
+    )
     assert json.loads(jws.payload)["certificate_id"] == payload["certificate_id"]
 
 
@@ -150,8 +158,9 @@ def test_expired_and_not_yet_valid(http, node, clock, issued) -> None:  # type: 
 
 def test_unknown_issuer_and_garbage(http, node) -> None:  # type: ignore[no-untyped-def]
     key = SigningKey.generate()
-    jwt = sign_jwt({"iss": "https://evil.example/issuers/x", "vct": "x", "exp": 2**40}, key,
-                   typ="dc+sd-jwt")
+    jwt = sign_jwt(
+        {"iss": "https://evil.example/issuers/x", "vct": "x", "exp": 2**40}, key, typ="dc+sd-jwt"
+    )
     assert _verify(http, jwt + "~")["reason"] == "unknown-issuer"
     assert _verify(http, "not-a-credential")["valid"] is False
     r = http.post("/v1/verify", json={"credential": 5})

@@ -45,12 +45,16 @@ def verify_offline(
         if status_token is None:
             return None
         return read_status(
-            status_token, lambda h, _p: find(h.get("kid"), None), idx=idx, uri=uri,
+            status_token,
+            lambda h: find(h.get("kid"), None),
+            idx=idx,
+            uri=uri,
             now=SystemClock().now(),
         )
 
     def resolve(iss: str, header: Mapping[str, Any]) -> Ed25519PublicKey:
         return find(header.get("kid"), iss)
 
-    return verify_credential(credential, resolve_key=resolve, status_of=status_of,
-                             now=SystemClock().now())
+    return verify_credential(
+        credential, resolve_key=resolve, status_of=status_of, now=SystemClock().now()
+    )

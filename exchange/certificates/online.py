@@ -23,8 +23,10 @@ def verify_here(session: Session, node: Node, credential: str) -> VerifiedCreden
 
     def resolve_key(iss: str, header: Mapping[str, Any]) -> Ed25519PublicKey:
         if not iss.startswith(issuers):
-            raise VerificationFailed(f"issuer {iss!r} is not known to this node", code="unknown-issuer")
-        uscc = iss[len(issuers):]
+            raise VerificationFailed(
+                f"issuer {iss!r} is not known to this node", code="unknown-issuer"
+            )
+        uscc = iss[len(issuers) :]
         try:
             validate_uscc(uscc)
         except Exception as e:
@@ -32,12 +34,16 @@ def verify_here(session: Session, node: Node, credential: str) -> VerifiedCreden
         return node.keys.public_key(session, header.get("kid"), agency_owner(uscc))
 
     def status_of(uri: str, idx: int) -> int:
-        list_part = uri[len(lists):] if uri.startswith(lists) else ""
+        list_part = uri[len(lists) :] if uri.startswith(lists) else ""
         if not list_part.isdigit():
-            raise VerificationFailed(f"status list {uri!r} is not this node's", code="bad-status-claim")
+            raise VerificationFailed(
+                f"status list {uri!r} is not this node's", code="bad-status-claim"
+            )
         try:
             return status.status_of(session, int(list_part), idx)
         except NotFound as e:
             raise VerificationFailed("status entry does not exist", code="bad-status-claim") from e
 
-    return verify_credential(credential, resolve_key=resolve_key, status_of=status_of, now=node.clock.now())
+    return verify_credential(
+        credential, resolve_key=resolve_key, status_of=status_of, now=node.clock.now()
+    )

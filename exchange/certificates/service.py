@@ -53,7 +53,8 @@ def issue(session: Session, node: Node, principal: Principal, req: IssueRequest)
         raise Forbidden("only issuing agencies may issue certificates", code="not-an-agency")
     if ctype.key not in agency.types:
         raise Forbidden(
-            f"agency {agency.uscc} is not authorised to issue {ctype.key}", code="type-not-authorised"
+            f"agency {agency.uscc} is not authorised to issue {ctype.key}",
+            code="type-not-authorised",
         )
     # 2. The subject identifier is valid and of a kind this type is about.
     kind = classify_subject_id(req.subject_id)
@@ -68,7 +69,9 @@ def issue(session: Session, node: Node, principal: Principal, req: IssueRequest)
     valid_from = req.valid_from if req.valid_from is not None else now
     valid_until = req.valid_until if req.valid_until is not None else valid_from + DEFAULT_VALIDITY
     if valid_until <= valid_from or valid_until <= now:
-        raise InvalidInput("valid_until must be after valid_from and in the future", code="bad-validity")
+        raise InvalidInput(
+            "valid_until must be after valid_from and in the future", code="bad-validity"
+        )
     if valid_until - valid_from > MAX_VALIDITY:
         raise InvalidInput("validity may not exceed 50 years", code="bad-validity")
     # 4. Status index drawn at random, never reused; identifier unique.
@@ -92,7 +95,9 @@ def issue(session: Session, node: Node, principal: Principal, req: IssueRequest)
         "certificate_id": cert_id,
         "status": {"status_list": {"idx": idx, "uri": status.list_uri(node.base_url, list_id)}},
     }
-    credential = issue_sd_jwt(key=key, plain_claims=plain, disclosable={"sub": req.subject_id, **claims})
+    credential = issue_sd_jwt(
+        key=key, plain_claims=plain, disclosable={"sub": req.subject_id, **claims}
+    )
     cert = Certificate(
         id=cert_id,
         type=ctype.key,
@@ -116,13 +121,26 @@ def issue(session: Session, node: Node, principal: Principal, req: IssueRequest)
     except IntegrityError as e:  # pragma: no cover - a concurrent process took the serial
         raise Conflict("certificate identifier collision; retry") from e
     # 6. The issuance is logged in the same transaction (no personal data in the entry).
-    log_event(session, node, Event(
-        kind="certificate.issued", actor=agency.uscc, outcome="ok",
-        subject=subject_pseudonym(node, req.subject_id), certificate=cert_id,
-        request_sha256=request_digest({
-            "type": req.type, "subject_id": req.subject_id, "claims": claims,
-            "valid_from": valid_from, "valid_until": valid_until}),
-    ))
+    log_event(
+        session,
+        node,
+        Event(
+            kind="certificate.issued",
+            actor=agency.uscc,
+            outcome="ok",
+            subject=subject_pseudonym(node, req.subject_id),
+            certificate=cert_id,
+            request_sha256=request_digest(
+                {
+                    "type": req.type,
+                    "subject_id": req.subject_id,
+                    "claims": claims,
+                    "valid_from": valid_from,
+                    "valid_until": valid_until,
+                }
+            ),
+        ),
+    )
     return cert
 
 
@@ -157,17 +175,27 @@ def set_status(
     cert.status = new
     cert.status_reason = reason
     cert.updated_at = int(node.clock.now())
-    log_event(session, node, Event(
-        kind="certificate.status", actor=cert.issuer_uscc, outcome="ok",
-        subject=subject_pseudonym(node, cert.subject_id), certificate=cert.id, reason=new,
-        request_sha256=request_digest({"id": cert.id, "status": new, "reason": reason}),
-    ))
+    log_event(
+        session,
+        node,
+        Event(
+            kind="certificate.status",
+            actor=cert.issuer_uscc,
+            outcome="ok",
+            subject=subject_pseudonym(node, cert.subject_id),
+            certificate=cert.id,
+            reason=new,
+            request_sha256=request_digest({"id": cert.id, "status": new, "reason": reason}),
+        ),
+    )
     return cert
 
 
 def list_for_subject(session: Session, subject_id: str) -> list[Certificate]:
     return list(
         session.scalars(
-            select(Certificate).where(Certificate.subject_id == subject_id).order_by(Certificate.issued_at)
+            select(Certificate)
+            .where(Certificate.subject_id == subject_id)
+            .order_by(Certificate.issued_at)
         )
     )

@@ -88,7 +88,7 @@ class CertificateType:
         }
 
 
-def _check_type(spec: ClaimSpec, value: Any) -> Any:
+def _check_type(spec: ClaimSpec, value: Any) -> Any:  # noqa: PLR0912  one branch per JSON type
     def bad() -> InvalidInput:
         return InvalidInput(
             f"claim {spec.name!r} must be a {spec.type}, not {type(value).__name__}",
@@ -135,7 +135,11 @@ def _c(name: str, type_: ClaimType, label: str, *, required: bool = True) -> Cla
 
 _TYPES = (
     CertificateType(
-        "business-license", "营业执照", "Business licence", 1, ("enterprise",),
+        "business-license",
+        "营业执照",
+        "Business licence",
+        1,
+        ("enterprise",),
         (
             _c("name", "string", "名称"),
             _c("enterprise_type", "string", "类型", required=False),
@@ -149,7 +153,11 @@ _TYPES = (
         ),
     ),
     CertificateType(
-        "resident-id", "居民身份证", "Resident identity card", 2, ("person",),
+        "resident-id",
+        "居民身份证",
+        "Resident identity card",
+        2,
+        ("person",),
         (
             _c("name", "string", "姓名"),
             _c("sex", "string", "性别"),
@@ -160,7 +168,10 @@ _TYPES = (
         ),
     ),
     CertificateType(
-        "property-certificate", "不动产权证书", "Real-estate title certificate", 3,
+        "property-certificate",
+        "不动产权证书",
+        "Real-estate title certificate",
+        3,
         ("person", "enterprise"),
         (
             _c("certificate_number", "string", "不动产权证号"),
@@ -174,7 +185,10 @@ _TYPES = (
         ),
     ),
     CertificateType(
-        "social-insurance-record", "社保缴费记录", "Social-insurance payment record", 4,
+        "social-insurance-record",
+        "社保缴费记录",
+        "Social-insurance payment record",
+        4,
         ("person",),
         (
             _c("name", "string", "姓名"),
@@ -186,7 +200,11 @@ _TYPES = (
         ),
     ),
     CertificateType(
-        "food-business-license", "食品经营许可证", "Food business licence", 5, ("enterprise",),
+        "food-business-license",
+        "食品经营许可证",
+        "Food business licence",
+        5,
+        ("enterprise",),
         (
             _c("operator_name", "string", "经营者名称"),
             _c("license_number", "string", "许可证编号"),
@@ -196,7 +214,11 @@ _TYPES = (
         ),
     ),
     CertificateType(
-        "health-certificate", "健康证", "Health certificate", 6, ("person",),
+        "health-certificate",
+        "健康证",
+        "Health certificate",
+        6,
+        ("person",),
         (
             _c("name", "string", "姓名"),
             _c("sex", "string", "性别"),
@@ -206,7 +228,11 @@ _TYPES = (
         ),
     ),
     CertificateType(
-        "construction-permit", "建筑工程施工许可证", "Construction permit", 7, ("enterprise",),
+        "construction-permit",
+        "建筑工程施工许可证",
+        "Construction permit",
+        7,
+        ("enterprise",),
         (
             _c("permit_number", "string", "编号"),
             _c("project_name", "string", "工程名称"),
@@ -217,7 +243,10 @@ _TYPES = (
         ),
     ),
     CertificateType(
-        "tax-payment-certificate", "完税证明", "Tax payment certificate", 8,
+        "tax-payment-certificate",
+        "完税证明",
+        "Tax payment certificate",
+        8,
         ("person", "enterprise"),
         (
             _c("taxpayer_name", "string", "纳税人名称"),
@@ -229,7 +258,10 @@ _TYPES = (
         ),
     ),
     CertificateType(
-        "housing-fund-record", "住房公积金缴存证明", "Housing provident fund record", 9,
+        "housing-fund-record",
+        "住房公积金缴存证明",
+        "Housing provident fund record",
+        9,
         ("person",),
         (
             _c("name", "string", "姓名"),

@@ -23,8 +23,10 @@ IssuerKeyResolver = Callable[[str, Mapping[str, Any]], Ed25519PublicKey]
 StatusResolver = Callable[[str, int], int | None]
 """(status list uri, index) → 0/1/2, or None when the status cannot be checked (offline)."""
 
-STATUS_FAILURES = {1: ("revoked", "the certificate has been revoked"),
-                   2: ("suspended", "the certificate is suspended")}
+STATUS_FAILURES = {
+    1: ("revoked", "the certificate has been revoked"),
+    2: ("suspended", "the certificate is suspended"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +64,22 @@ def verify_credential(
     # 2. A type this exchange knows; disclosures are claims of that type.
     vct = claims.get("vct")
     ctype = BY_VCT.get(vct) if isinstance(vct, str) else None
-    if ctype is None:
+    if ctype is None or not isinstance(vct, str):
         raise VerificationFailed(f"unknown vct {vct!r}", code="unknown-vct")
     allowed = {c.name for c in ctype.claims} | {"sub"}
     extra = sorted(set(verified.disclosed) - allowed)
     if extra:
-        raise VerificationFailed(f"claims not defined for {ctype.key}: {extra}", code="unknown-claim")
+        raise VerificationFailed(
+            f"claims not defined for {ctype.key}: {extra}", code="unknown-claim"
+        )
     # 3. The certificate identifier is well formed.
     cert_id = claims.get("certificate_id")
     try:
         parse_certificate_id(cert_id if isinstance(cert_id, str) else "")
     except ExchangeError as e:
-        raise VerificationFailed("certificate_id is missing or invalid", code="bad-certificate-id") from e
+        raise VerificationFailed(
+            "certificate_id is missing or invalid", code="bad-certificate-id"
+        ) from e
     # 4. Status (Token Status List).
     ref = claims.get("status", {})
     sl = ref.get("status_list") if isinstance(ref, dict) else None

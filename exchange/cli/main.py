@@ -23,8 +23,9 @@ app = typer.Typer(
 agency_app = typer.Typer(help="Issuing agencies (发证机关).", no_args_is_help=True)
 client_app = typer.Typer(help="OAuth clients: banks, agencies, auditors.", no_args_is_help=True)
 keys_app = typer.Typer(help="Signing keys.", no_args_is_help=True)
-jwk_app = typer.Typer(help="Client-side key tools (run by the client, not the node).",
-                      no_args_is_help=True)
+jwk_app = typer.Typer(
+    help="Client-side key tools (run by the client, not the node).", no_args_is_help=True
+)
 app.add_typer(agency_app, name="agency")
 app.add_typer(client_app, name="client")
 app.add_typer(keys_app, name="keys")
@@ -50,7 +51,9 @@ def _read_json(path: Path) -> Any:
 
 @app.command()
 def init(
-    demo: Annotated[bool | None, typer.Option(help="seed demo data (default: on in dev mode)")] = None,
+    demo: Annotated[
+        bool | None, typer.Option(help="seed demo data (default: on in dev mode)")
+    ] = None,
 ) -> None:
     """Create or upgrade the database (alembic), create node keys; in dev mode seed demo data."""
     from exchange.bootstrap import ensure_node_keys, migrate, seed_demo
@@ -88,8 +91,13 @@ def serve(
     import uvicorn
 
     uvicorn.run(
-        "gateway.app:create_app", factory=True, host=host, port=port, workers=workers,
-        log_level="info", proxy_headers=False,
+        "gateway.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        proxy_headers=False,
     )
 
 
@@ -105,9 +113,14 @@ def agency_add(
 
     with _node() as node, node.sessions.begin() as session:
         try:
-            register_agency(session, node, uscc=uscc, name=name,
-                            types=[t.strip() for t in types.split(",") if t.strip()],
-                            jwk=_read_json(jwk))
+            register_agency(
+                session,
+                node,
+                uscc=uscc,
+                name=name,
+                types=[t.strip() for t in types.split(",") if t.strip()],
+                jwk=_read_json(jwk),
+            )
         except ExchangeError as e:
             raise _fail(e) from e
     out.print(f"agency {uscc} registered; client id {uscc}")
@@ -115,7 +128,7 @@ def agency_add(
 
 @client_app.command("add")
 def client_add(
-    id: Annotated[str, typer.Option("--id", help="client id")],  # noqa: A002  the CLI's word
+    id: Annotated[str, typer.Option("--id", help="client id")],
     name: Annotated[str, typer.Option(help="display name")],
     kind: Annotated[str, typer.Option(help="bank | agency | auditor")],
     jwk: Annotated[Path, typer.Option(help="file with the client's public Ed25519 JWK")],
@@ -126,9 +139,15 @@ def client_add(
 
     with _node() as node, node.sessions.begin() as session:
         try:
-            register_client(session, client_id=id, name=name, kind=kind, jwk=_read_json(jwk),
-                            items=[i.strip() for i in items.split(",") if i.strip()],
-                            now=node.clock.now())
+            register_client(
+                session,
+                client_id=id,
+                name=name,
+                kind=kind,
+                jwk=_read_json(jwk),
+                items=[i.strip() for i in items.split(",") if i.strip()],
+                now=node.clock.now(),
+            )
         except ExchangeError as e:
             raise _fail(e) from e
     out.print(f"client {id} registered")
@@ -168,7 +187,9 @@ def keys_rotate(
 def verify(
     file: Annotated[Path, typer.Argument(help="file holding the SD-JWT VC ('-' for stdin)")],
     jwks: Annotated[list[Path], typer.Option(help="issuer metadata or JWKS file (repeatable)")],
-    status_list: Annotated[Path | None, typer.Option(help="a statuslist+jwt file to check status")] = None,
+    status_list: Annotated[
+        Path | None, typer.Option(help="a statuslist+jwt file to check status")
+    ] = None,
 ) -> None:
     """Verify a certificate offline: signature, typ, alg, window, disclosures, and (given a
     status-list token signed by a key in --jwks) its status. Exit 0 only if valid."""
@@ -184,9 +205,19 @@ def verify(
     except ExchangeError as e:
         out.print_json(json.dumps({"valid": False, "reason": e.code, "detail": e.detail}))
         raise typer.Exit(1) from e
-    out.print_json(json.dumps({"valid": True, "issuer": v.issuer, "type": v.type,
-                               "certificate_id": v.certificate_id, "status": v.status,
-                               "disclosed": dict(v.disclosed)}, ensure_ascii=False))
+    out.print_json(
+        json.dumps(
+            {
+                "valid": True,
+                "issuer": v.issuer,
+                "type": v.type,
+                "certificate_id": v.certificate_id,
+                "status": v.status,
+                "disclosed": dict(v.disclosed),
+            },
+            ensure_ascii=False,
+        )
+    )
 
 
 @jwk_app.command("generate")
@@ -205,7 +236,9 @@ def jwk_generate(
 def jwk_assertion(
     client_id: Annotated[str, typer.Option(help="the client id (iss = sub)")],
     key: Annotated[Path, typer.Option(help="the client's private JWK file")],
-    token_url: Annotated[str | None, typer.Option(help="aud; default {CERTEX_BASE_URL}/oauth2/token")] = None,
+    token_url: Annotated[
+        str | None, typer.Option(help="aud; default {CERTEX_BASE_URL}/oauth2/token")
+    ] = None,
 ) -> None:
     """Print a fresh RFC 7523 client assertion (2 minutes, unique jti) for POST /oauth2/token."""
     import time
@@ -223,7 +256,7 @@ def jwk_assertion(
 
 @app.command()
 def walkthrough() -> None:
-    """Print the URLs and the curl walk-through for the demo data (after `certex init` in dev mode)."""
+    """Print the URLs and the curl walk-through for the demo data (after dev-mode `certex init`)."""
     from exchange.cli.walkthrough import render
     from exchange.settings import Settings
 

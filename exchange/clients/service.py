@@ -25,12 +25,18 @@ from exchange.clients.model import (
 from exchange.crypto.encoding import b64url_decode
 from exchange.crypto.jwk import jwk_thumbprint, public_key_from_jwk
 from exchange.crypto.jws import decode_jwt, sign_jwt
-from exchange.errors import AuthenticationFailed, Conflict, Forbidden, InvalidInput, VerificationFailed
+from exchange.errors import (
+    AuthenticationFailed,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    VerificationFailed,
+)
 from exchange.node import Node
 from exchange.persistence.models import Client, UsedAssertion
 
 ASSERTION_MAX_AHEAD = 300  # seconds: an assertion may not be valid for longer than 5 minutes
-ACCESS_TOKEN_TYP = "at+jwt"  # RFC 9068
+ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105  RFC 9068 media type, not a secret
 
 
 class OAuthError(Exception):
@@ -63,7 +69,7 @@ def register_client(
     public["kid"] = str(jwk.get("kid") or jwk_thumbprint(public))
     if session.get(Client, client_id) is not None:
         raise Conflict(f"client {client_id!r} already exists", code="client-exists")
-    scopes = list(SCOPES_BY_KIND[cast(ClientKind, kind)])
+    scopes = list(SCOPES_BY_KIND[kind])
     if items and "pull" not in scopes:
         scopes.append("pull")
     client = Client(

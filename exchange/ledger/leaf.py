@@ -101,7 +101,7 @@ def encode_leaf(
         "index": index,
         "time_ms": time_ms,
         "node": node,
-        **{k: v for k, v in event.to_json().items()},
+        **event.to_json(),
         "prev": prev.hex(),
         "prev_subject": prev_subject,
     }

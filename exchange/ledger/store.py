@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import Connection, and_, or_, select, tuple_
+from sqlalchemy import ColumnElement, Connection, and_, or_, select, tuple_
 
 from exchange.errors import InvalidInput, LedgerIntegrityError, NotFound
 from exchange.ledger import merkle
@@ -63,6 +63,7 @@ def fetch_subtrees(
         ):
             out[(0, idx)] = h
     if inner:
+        cond: ColumnElement[bool]
         if conn.dialect.name == "postgresql":
             cond = tuple_(LedgerNode.level, LedgerNode.idx).in_(inner)
         else:

@@ -87,7 +87,7 @@ class StatusListRecord(Base):
 
 
 class StatusEntry(Base):
-    """An allocated index of a status list and its current status (0 valid, 1 revoked, 2 suspended)."""
+    """An allocated status-list index and its status (0 valid, 1 revoked, 2 suspended)."""
 
     __tablename__ = "status_entries"
 
@@ -175,8 +175,9 @@ class LedgerOutbox(Base):
 
     __tablename__ = "ledger_outbox"
 
-    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                     autoincrement=True)
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     ref: Mapped[str] = mapped_column(String(36), unique=True)
     event: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_ms: Mapped[int] = mapped_column(BigInteger, index=True)

@@ -12,10 +12,10 @@ from exchange.certificates import service
 from exchange.errors import InvalidInput
 from exchange.persistence.models import Certificate
 from gateway.deps import NodeDep, PrincipalDep, UowDep
-from gateway.problems import PROBLEM_RESPONSES
+from gateway.problems import responses
 
 router = APIRouter(prefix="/v1/certificates", tags=["certificates"])
-ERRORS = {k: PROBLEM_RESPONSES[k] for k in (400, 401, 403, 404, 409, 413)}
+ERRORS = responses(400, 401, 403, 404, 409, 413)
 
 
 class IssueBody(BaseModel):
@@ -25,7 +25,9 @@ class IssueBody(BaseModel):
     subject_id: str = Field(max_length=18, examples=["91350100M000100Y43"])
     claims: dict[str, Any]
     valid_from: str | None = Field(
-        None, max_length=40, description="ISO 8601 date (00:00 China Standard Time) or datetime with offset"
+        None,
+        max_length=40,
+        description="ISO 8601 date (00:00 China Standard Time) or datetime with offset",
     )
     valid_until: str | None = Field(None, max_length=40, examples=["2036-06-01"])
 

@@ -13,11 +13,10 @@ from exchange.clients.service import require_scope
 from exchange.crypto.encoding import b64_encode
 from exchange.ledger import service
 from gateway.deps import NodeDep, PrincipalDep
-from gateway.problems import PROBLEM_RESPONSES
+from gateway.problems import responses
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
-TEXT = {200: {"content": {"text/plain": {}}}}
-ERR = {k: PROBLEM_RESPONSES[k] for k in (400, 404)}
+_TEXT: dict[str, Any] = {"content": {"text/plain": {}}}
 MAX_INDEX = 2**62
 
 
@@ -45,32 +44,53 @@ class EntriesOut(BaseModel):
     entries: list[EntryOut]
 
 
-@router.get("/checkpoint", response_class=Response, responses={**TEXT, 404: PROBLEM_RESPONSES[404]},
-            summary="The latest signed checkpoint (C2SP tlog-checkpoint note)")
+@router.get(
+    "/checkpoint",
+    response_class=Response,
+    responses=responses(404, s200=_TEXT),
+    summary="The latest signed checkpoint (C2SP tlog-checkpoint note)",
+)
 def checkpoint(node: NodeDep) -> Response:
-    return Response(service.latest_checkpoint_note(node), media_type="text/plain; charset=utf-8",
-                    headers={"Cache-Control": "no-cache"})
+    return Response(
+        service.latest_checkpoint_note(node),
+        media_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
-@router.get("/vkey", response_class=Response, responses=TEXT,
-            summary="The C2SP verifier key of the ledger signing key")
+@router.get(
+    "/vkey",
+    response_class=Response,
+    responses=responses(s200=_TEXT),
+    summary="The C2SP verifier key of the ledger signing key",
+)
 def vkey(node: NodeDep) -> Response:
     return Response(service.verifier_key(node) + "\n", media_type="text/plain; charset=utf-8")
 
 
-@router.get("/proof/inclusion", response_model=InclusionOut, responses=ERR,
-            summary="RFC 9162 §2.1.3 inclusion proof")
+@router.get(
+    "/proof/inclusion",
+    response_model=InclusionOut,
+    responses=responses(400, 404),
+    summary="RFC 9162 §2.1.3 inclusion proof",
+)
 def inclusion(
     node: NodeDep,
     index: Annotated[int, Query(ge=0, le=MAX_INDEX)],
-    size: Annotated[int | None, Query(ge=1, le=MAX_INDEX, description="default: latest checkpoint")] = None,
+    size: Annotated[
+        int | None, Query(ge=1, le=MAX_INDEX, description="default: latest checkpoint")
+    ] = None,
 ) -> InclusionOut:
     size_used, proof = service.inclusion_proof(node, index, size)
     return InclusionOut(index=index, size=size_used, proof=[b64_encode(h) for h in proof])
 
 
-@router.get("/proof/consistency", response_model=ConsistencyOut, responses=ERR,
-            summary="RFC 9162 §2.1.4 consistency proof")
+@router.get(
+    "/proof/consistency",
+    response_model=ConsistencyOut,
+    responses=responses(400, 404),
+    summary="RFC 9162 §2.1.4 consistency proof",
+)
 def consistency(
     node: NodeDep,
     first: Annotated[int, Query(ge=1, le=MAX_INDEX)],
@@ -80,8 +100,12 @@ def consistency(
     return ConsistencyOut(first=first, second=second, proof=[b64_encode(h) for h in proof])
 
 
-@router.get("/receipts/{index}", response_class=Response, responses={**TEXT, **ERR},
-            summary="A C2SP tlog-proof@v1 receipt for one entry")
+@router.get(
+    "/receipts/{index}",
+    response_class=Response,
+    responses=responses(400, 404, s200=_TEXT),
+    summary="A C2SP tlog-proof@v1 receipt for one entry",
+)
 def receipt(node: NodeDep, index: int) -> Response:
     if not 0 <= index <= MAX_INDEX:
         from exchange.errors import InvalidInput
@@ -90,9 +114,12 @@ def receipt(node: NodeDep, index: int) -> Response:
     return Response(service.receipt(node, index), media_type="text/plain; charset=utf-8")
 
 
-@router.get("/entries", response_model=EntriesOut,
-            responses={k: PROBLEM_RESPONSES[k] for k in (400, 401, 403)},
-            summary="Ledger entries [start, end), at most 1000 (auditors: scope ledger:audit)")
+@router.get(
+    "/entries",
+    response_model=EntriesOut,
+    responses=responses(400, 401, 403),
+    summary="Ledger entries [start, end), at most 1000 (auditors: scope ledger:audit)",
+)
 def entries(
     node: NodeDep,
     principal: PrincipalDep,
@@ -100,7 +127,9 @@ def entries(
     end: Annotated[int, Query(ge=1, le=MAX_INDEX)],
 ) -> EntriesOut:
     require_scope(principal, SCOPE_AUDIT)
-    return EntriesOut(entries=[
-        EntryOut(index=i, leaf=b64_encode(leaf), fields=orjson.loads(leaf))
-        for i, leaf in service.entries(node, start, end)
-    ])
+    return EntriesOut(
+        entries=[
+            EntryOut(index=i, leaf=b64_encode(leaf), fields=orjson.loads(leaf))
+            for i, leaf in service.entries(node, start, end)
+        ]
+    )

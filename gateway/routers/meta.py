@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from gateway.responses import JSONBody
 
 from exchange.certificates.types import REGISTRY
 from exchange.keys.publish import issuer_metadata, node_jwks
 from gateway.deps import NodeDep, UowDep
-from gateway.problems import PROBLEM_RESPONSES
+from gateway.problems import responses
+from gateway.responses import JSONBody
 
 router = APIRouter(tags=["metadata"])
 _CACHE = {"Cache-Control": "public, max-age=60"}
@@ -26,7 +26,7 @@ def jwks(node: NodeDep, uow: UowDep) -> Any:
 @router.get(
     "/.well-known/jwt-vc-issuer/issuers/{uscc}",
     summary="SD-JWT VC issuer metadata of an agency (current and retired keys)",
-    responses={k: PROBLEM_RESPONSES[k] for k in (400, 404)},
+    responses=responses(400, 404),
 )
 def issuer(uscc: str, node: NodeDep, uow: UowDep) -> Any:
     with uow() as session:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form
-from gateway.responses import JSONBody
 
 from exchange.clients.service import OAuthError, exchange_assertion
 from gateway.deps import NodeDep, UowDep
+from gateway.responses import JSONBody
 
 router = APIRouter(tags=["oauth"])
 

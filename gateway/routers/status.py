@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from exchange.status.service import list_token
 from gateway.deps import NodeDep, UowDep
-from gateway.problems import PROBLEM_RESPONSES
+from gateway.problems import responses
 
 router = APIRouter(tags=["status"])
 
@@ -16,8 +16,7 @@ router = APIRouter(tags=["status"])
     summary="A Token Status List (application/statuslist+jwt)",
     response_class=Response,
     responses={
-        200: {"content": {"application/statuslist+jwt": {}}},
-        404: PROBLEM_RESPONSES[404],
+        **responses(404, s200={"content": {"application/statuslist+jwt": {}}}),
     },
 )
 def status_list(list_id: int, node: NodeDep, uow: UowDep) -> Response:

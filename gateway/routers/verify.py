@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from exchange.certificates.online import verify_here
 from exchange.errors import VerificationFailed
 from gateway.deps import NodeDep, UowDep
-from gateway.problems import PROBLEM_RESPONSES
+from gateway.problems import responses
 
 router = APIRouter(tags=["verify"])
 
@@ -39,7 +39,7 @@ class VerifyOut(BaseModel):
 @router.post(
     "/v1/verify",
     response_model=VerifyOut,
-    responses={k: PROBLEM_RESPONSES[k] for k in (400, 413)},
+    responses=responses(400, 413),
     summary="Verify an SD-JWT VC: signature, typ, alg, window, disclosures, status",
 )
 def verify(body: VerifyBody, node: NodeDep, uow: UowDep) -> VerifyOut:
