@@ -53,6 +53,16 @@ _DEMO_AGENCIES = (
 )
 
 
+def _uscc(rng: random.Random, region: str, prefix: str) -> str:
+    """A valid USCC whose first two characters (authority + category) are ``prefix``:
+    ``11`` for a government organ (机关), ``91`` for an enterprise (企业)."""
+    for _ in range(100_000):
+        code = generate_uscc(rng, region=region)
+        if code.startswith(prefix):
+            return code
+    raise RuntimeError(f"no USCC with prefix {prefix}")  # pragma: no cover
+
+
 def seed_demo(session: Session, node: Node, demo_dir: Path) -> dict[str, object]:
     """Demo agencies, a bank and an auditor, with their client keys under ``demo_dir``.
 
@@ -65,7 +75,7 @@ def seed_demo(session: Session, node: Node, demo_dir: Path) -> dict[str, object]
     demo_dir.mkdir(parents=True, exist_ok=True)
     agencies: dict[str, str] = {}
     for a in _DEMO_AGENCIES:
-        uscc = generate_uscc(rng, region=region)
+        uscc = _uscc(rng, region, "11")
         agencies[a.key] = uscc
         if session.get(Agency, uscc) is not None:
             continue
@@ -80,7 +90,7 @@ def seed_demo(session: Session, node: Node, demo_dir: Path) -> dict[str, object]
             register_client(
                 session, client_id=cid, name=name, kind=kind, jwk=pub, now=node.clock.now()
             )
-    enterprise = generate_uscc(rng, region=f"{province}0105")
+    enterprise = _uscc(rng, f"{province}0105", "91")
     info: dict[str, object] = {
         "agencies": agencies,
         "bank": f"bank-{province}-demo",
