@@ -14,7 +14,7 @@ from exchange.clients.agencies import register_agency
 from exchange.clients.service import register_client
 from exchange.clients.tools import write_jwk_pair
 from exchange.identifiers import PROVINCES, generate_uscc
-from exchange.keys.service import NODE_ROLES
+from exchange.keys.service import DEV_ROLES, NODE_ROLES
 from exchange.node import Node
 from exchange.persistence.migrate import upgrade
 from exchange.persistence.models import Agency, Client, KeyRecord
@@ -28,7 +28,7 @@ def migrate(settings: Settings) -> None:
 def ensure_node_keys(session: Session, node: Node) -> list[str]:
     """Create a key for every node role that has none; returns the roles created."""
     made = []
-    for role in NODE_ROLES:
+    for role in (*NODE_ROLES, *(DEV_ROLES if node.settings.dev else ())):
         if session.scalar(select(KeyRecord.kid).where(KeyRecord.owner == role).limit(1)) is None:
             node.keys.create(session, role)
             made.append(role)

@@ -12,7 +12,18 @@ from exchange.node import Node
 from exchange.settings import Settings
 from gateway import problems
 from gateway.limits import BodySizeLimit
-from gateway.routers import certificates, ledger, meta, oauth, status, verify
+from gateway.routers import (
+    certificates,
+    consents,
+    items,
+    ledger,
+    me,
+    meta,
+    oauth,
+    pull,
+    status,
+    verify,
+)
 
 DESCRIPTION = """\
 A province node of the cross-agency electronic certificate exchange (一网通办).
@@ -46,7 +57,7 @@ def create_app(node: Node | None = None, settings: Settings | None = None) -> Fa
     app.state.node = the_node
     app.state.token_verifier = TokenVerifier(the_node)
     problems.install(app)
-    for module in (oauth, meta, certificates, status, verify, ledger):
+    for module in (oauth, meta, certificates, status, verify, ledger, items, consents, pull, me):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=the_node.settings.max_body_bytes)
     return app

@@ -15,6 +15,7 @@ from exchange.clients.service import TokenVerifier
 from exchange.errors import AuthenticationFailed
 from exchange.ledger.service import commit_wait
 from exchange.node import Node
+from exchange.subjects.service import Subject, verify_subject_token
 
 
 def get_node(request: Request) -> Node:
@@ -66,3 +67,16 @@ def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def get_subject(
+    node: NodeDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Subject:
+    if creds is None or creds.scheme.lower() != "bearer":
+        raise AuthenticationFailed("a subject's bearer token is required", code="missing-token")
+    with node.sessions() as session:
+        return verify_subject_token(session, node, creds.credentials)
+
+
+SubjectDep = Annotated[Subject, Depends(get_subject)]

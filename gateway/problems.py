@@ -111,4 +111,5 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "Not found (problem+json)"},
     409: {"description": "Conflicts with the current state (problem+json)"},
     413: {"description": "Body too large (problem+json)"},
+    503: {"description": "The ledger could not commit; nothing was released (problem+json)"},
 }

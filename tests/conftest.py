@@ -131,3 +131,30 @@ def http(app):  # type: ignore[no-untyped-def]
 
     with TestClient(app, base_url=BASE_URL, raise_server_exceptions=False) as c:
         yield c
+
+
+@pytest.fixture
+def live_server(app):  # type: ignore[no-untyped-def]
+    """The real app served by uvicorn on a free loopback port, for concurrency tests."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                            limit_concurrency=200)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=20)

@@ -99,3 +99,29 @@ BUSINESS_LICENSE: dict[str, Any] = {
     "business_scope": "技术开发、技术咨询、技术服务",
     "established_on": "2015-06-01",
 }
+
+
+@dataclass
+class IdentityProviderForTests:
+    """A real identity provider as the node sees one: an issuer URL and an Ed25519 key."""
+
+    issuer: str
+    key: SigningKey
+
+    def token(self, node: Node, subject_id: str, ttl: int = 600, **over: Any) -> str:
+        from exchange.crypto.jws import sign_jwt
+
+        now = int(node.clock.now())
+        claims = {"iss": self.issuer, "sub": subject_id, "aud": node.base_url, "iat": now,
+                  "exp": now + ttl, **over}
+        return sign_jwt(claims, self.key, typ="JWT")
+
+
+def add_idp(node: Node, issuer: str = "https://idp.gov.test") -> IdentityProviderForTests:
+    from exchange.subjects.service import add_identity_provider
+
+    key = SigningKey.generate()
+    with node.sessions.begin() as s:
+        add_identity_provider(s, issuer=issuer, jwks={"keys": [key.public_jwk()]},
+                              now=node.clock.now())
+    return IdentityProviderForTests(issuer, key)

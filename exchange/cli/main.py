@@ -23,6 +23,7 @@ app = typer.Typer(
 agency_app = typer.Typer(help="Issuing agencies (发证机关).", no_args_is_help=True)
 client_app = typer.Typer(help="OAuth clients: banks, agencies, auditors.", no_args_is_help=True)
 keys_app = typer.Typer(help="Signing keys.", no_args_is_help=True)
+idp_app = typer.Typer(help="Identity providers trusted for subject tokens.", no_args_is_help=True)
 jwk_app = typer.Typer(
     help="Client-side key tools (run by the client, not the node).", no_args_is_help=True
 )
@@ -30,6 +31,7 @@ app.add_typer(agency_app, name="agency")
 app.add_typer(client_app, name="client")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jwk_app, name="jwk")
+app.add_typer(idp_app, name="idp")
 
 out = Console()
 err = Console(stderr=True)
@@ -252,6 +254,42 @@ def jwk_assertion(
     except ExchangeError as e:
         raise _fail(e) from e
     typer.echo(client_assertion(sk, client_id=client_id, token_url=aud, now=time.time()))
+
+
+@idp_app.command("add")
+def idp_add(
+    issuer: Annotated[str, typer.Option(help="the identity provider's issuer URL (tokens' iss)")],
+    jwks: Annotated[Path, typer.Option(help="file with its public keys as a JWKS")],
+    algorithms: Annotated[str, typer.Option(help="comma-separated allowlist")] = "EdDSA",
+) -> None:
+    """Trust an identity provider: subject tokens need iss = ISSUER, aud = the node's base URL,
+    exp, and sub = an 18-character resident ID or USCC."""
+    from exchange.subjects.service import add_identity_provider
+
+    with _node() as node, node.sessions.begin() as session:
+        try:
+            add_identity_provider(session, issuer=issuer, jwks=_read_json(jwks),
+                                  algorithms=tuple(a.strip() for a in algorithms.split(",")),
+                                  now=node.clock.now())
+        except ExchangeError as e:
+            raise _fail(e) from e
+    out.print(f"identity provider {issuer} trusted")
+
+
+@app.command("dev-token")
+def dev_token(
+    subject: Annotated[str, typer.Option(help="resident ID or USCC to log in as")],
+    ttl: Annotated[int, typer.Option(help="lifetime in seconds")] = 3600,
+) -> None:
+    """Print a subject token from the node's dev IdP. Dev mode (CERTEX_DEV=1) only."""
+    from exchange.subjects.service import issue_dev_token
+
+    with _node() as node, node.sessions.begin() as session:
+        try:
+            token = issue_dev_token(session, node, subject, ttl=min(ttl, 86_400))
+        except ExchangeError as e:
+            raise _fail(e) from e
+    typer.echo(token)
 
 
 @app.command()

@@ -19,6 +19,7 @@ from exchange.errors import ConfigurationError, VerificationFailed
 from exchange.persistence.models import KeyRecord
 
 NODE_ROLES = ("node:token", "node:status", "node:consent", "node:ledger")
+DEV_ROLES = ("node:dev-idp",)
 
 
 def agency_owner(uscc: str) -> str:

@@ -40,7 +40,7 @@ from exchange.persistence.models import (
 log = logging.getLogger("certex.ledger")
 
 LOCK_KEY = 0x63657274_6C656467  # "certledg": the advisory lock every writer process takes
-ORPHAN_AFTER_MS = 5_000  # outbox rows older than this belong to a writer that died
+ORPHAN_AFTER_MS = 5_000  # kept for compatibility: every writer now appends all committed rows
 _STOP = "__stop__"
 
 
@@ -186,12 +186,17 @@ class LedgerWriter:
         engine = self._node.engine
         with engine.connect() as conn:
             conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-            with conn.begin():
-                if conn.dialect.name == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
-                done = self._append_locked(conn, refs)
+            done: dict[str, int] = {}
+            while True:
+                with conn.begin():
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+                    appended = self._append_locked(conn)
+                done.update(appended)
+                if not appended or all(r in done for r in refs):
+                    break
             missing = [r for r in refs if r not in done]
-            if missing:  # appended earlier by another process's writer (orphan sweep)
+            if missing:  # appended earlier by another process's writer
                 with conn.begin():
                     for ref, idx in conn.execute(
                         select(LedgerEntry.ref, LedgerEntry.idx).where(LedgerEntry.ref.in_(missing))
@@ -199,18 +204,18 @@ class LedgerWriter:
                         done[ref] = idx
         return done
 
-    def _append_locked(self, conn: Connection, refs: list[str]) -> dict[str, int]:
+    def _append_locked(self, conn: Connection) -> dict[str, int]:
         now_ms = int(self._node.clock.now() * 1000)
         head = conn.execute(
             select(LedgerHead.size, LedgerHead.last_hash).where(LedgerHead.id == 1)
         ).one()
         size, last_hash = int(head[0]), bytes(head[1])
-        cond = LedgerOutbox.created_ms < now_ms - ORPHAN_AFTER_MS
-        if refs:
-            cond = cond | LedgerOutbox.ref.in_(refs)
+        # Every committed event, in the order the outbox saw them — not only this process's:
+        # an event committed before another is never appended after it (a revocation that
+        # committed after a grant follows the grant in the ledger), and events of a process
+        # that died are appended by whichever writer runs next.
         rows = conn.execute(
             select(LedgerOutbox.seq, LedgerOutbox.ref, LedgerOutbox.event)
-            .where(cond)
             .order_by(LedgerOutbox.seq)
             .limit(self._max_batch)
         ).all()

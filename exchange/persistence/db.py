@@ -41,7 +41,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        mode = conn.get_execution_options().get("sqlite_begin", "BEGIN")
+        # IMMEDIATE by default: a deferred transaction that reads and then writes can fail
+        # at once with "database is locked" when another writer got there first (WAL cannot
+        # upgrade a stale read snapshot), which busy_timeout does not cover.
+        mode = conn.get_execution_options().get("sqlite_begin", "BEGIN IMMEDIATE")
         conn.exec_driver_sql(mode)
 
 

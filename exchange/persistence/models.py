@@ -181,3 +181,41 @@ class LedgerOutbox(Base):
     ref: Mapped[str] = mapped_column(String(36), unique=True)
     event: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class IdentityProvider(Base):
+    """A trusted identity provider whose bearer JWTs authenticate subjects."""
+
+    __tablename__ = "identity_providers"
+
+    issuer: Mapped[str] = mapped_column(String(300), primary_key=True)
+    jwks: Mapped[dict[str, Any]] = mapped_column(JSON)
+    algorithms: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Consent(Base):
+    """A subject's consent to one grantee for one national item (purpose)."""
+
+    __tablename__ = "consents"
+    __table_args__ = (
+        UniqueConstraint("status_list", "status_idx"),
+        Index("ix_consents_subject", "subject_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(18))
+    grantee: Mapped[str] = mapped_column(String(80))
+    national_item: Mapped[str] = mapped_column(String(8))
+    item_code: Mapped[str] = mapped_column(String(33))
+    scope: Mapped[dict[str, list[str]]] = mapped_column(JSON)
+    valid_from: Mapped[int] = mapped_column(BigInteger)
+    valid_until: Mapped[int] = mapped_column(BigInteger)
+    max_uses: Mapped[int] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16))
+    status_list: Mapped[int] = mapped_column(ForeignKey("status_lists.id"))
+    status_idx: Mapped[int] = mapped_column(Integer)
+    artefact: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

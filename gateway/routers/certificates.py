@@ -63,7 +63,7 @@ class CertificateOut(BaseModel):
 CST = timezone(timedelta(hours=8), "CST")
 
 
-def _epoch(v: str | None) -> int | None:
+def parse_instant(v: str | None) -> int | None:
     """An ISO 8601 date (midnight China Standard Time) or an offset-aware datetime → epoch."""
     if v is None:
         return None
@@ -107,8 +107,8 @@ def issue(body: IssueBody, node: NodeDep, uow: UowDep, principal: PrincipalDep) 
         type=body.type,
         subject_id=body.subject_id,
         claims=body.claims,
-        valid_from=_epoch(body.valid_from),
-        valid_until=_epoch(body.valid_until),
+        valid_from=parse_instant(body.valid_from),
+        valid_until=parse_instant(body.valid_until),
     )
     with uow() as session:
         cert = service.issue(session, node, principal, req)

@@ -1,0 +1,1 @@
+"""The consent-checked pull: a relying party obtains minimal, verifiable certificates."""

@@ -1,0 +1,184 @@
+"""Deciding a pull (consent, certificates, exact use counts) and releasing it after the log.
+
+The decision and its ledger event are committed together; ``release`` runs only after the
+event is durably in the ledger (invariant 1: no receipt, no data). Every attempt — granted
+or denied — leaves one ledger entry with a machine-readable reason (invariant 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from exchange.catalog.service import get_item
+from exchange.clients.model import SCOPE_PULL, Principal
+from exchange.clients.service import require_scope
+from exchange.crypto.sdjwt import present
+from exchange.identifiers import classify_subject_id, national_item_of
+from exchange.ledger.leaf import Event
+from exchange.ledger.service import log_event, receipt, request_digest, subject_pseudonym
+from exchange.node import Node
+from exchange.persistence.models import Certificate, Client, Consent
+
+NOT_FOUND_REASONS = frozenset({"consent-not-found", "certificate-missing"})
+
+
+@dataclass(frozen=True, slots=True)
+class PullRequest:
+    subject_id: str
+    item_code: str
+    consent_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """One certificate to present, and the claims that may be disclosed."""
+
+    type: str
+    certificate_id: str
+    credential: str
+    disclose: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of the checks, already logged in the caller's transaction."""
+
+    granted: bool
+    reason: str | None
+    detail: str
+    releases: tuple[Release, ...] = ()
+
+    @property
+    def not_found(self) -> bool:
+        return self.reason in NOT_FOUND_REASONS
+
+
+@dataclass(frozen=True, slots=True)
+class PullResult:
+    credentials: list[dict[str, str]]
+    receipt: str
+    ledger_index: int
+
+
+def _client_items(client: Client | None) -> set[str]:
+    items: set[str] = set()
+    for code in client.items if client else ():
+        try:
+            items.add(national_item_of(code))
+        except ValueError:  # pragma: no cover - validated when registered
+            continue
+    return items
+
+
+def _current_certificate(session: Session, subject_id: str, ctype: str,
+                         now: int) -> Certificate | str:
+    """The subject's newest valid certificate of ``ctype``, or the reason there is none."""
+    certs = list(session.scalars(
+        select(Certificate).where(Certificate.subject_id == subject_id, Certificate.type == ctype)
+        .order_by(Certificate.issued_at.desc(), Certificate.id)
+    ))
+    for cert in certs:
+        if cert.status == "valid" and cert.valid_from <= now < cert.valid_until:
+            return cert
+    if not certs:
+        return "certificate-missing"
+    statuses = {c.status for c in certs}
+    if "suspended" in statuses:
+        return "certificate-suspended"
+    if "revoked" in statuses:
+        return "certificate-revoked"
+    return "certificate-expired"
+
+
+def _consent_refusal(
+    consent: Consent | None, req: PullRequest, client_id: str, national_item: str,
+    needed_types: set[str], now: int,
+) -> tuple[str, str] | None:
+    """(reason, detail) why ``consent`` does not allow this pull, or None if it does."""
+    checks: tuple[tuple[bool, str, str], ...] = ()
+    if consent is not None:
+        uncovered = sorted(needed_types - set(consent.scope))
+        checks = (
+            (consent.subject_id != req.subject_id, "consent-other-subject",
+             "the consent was granted by another subject"),
+            (consent.grantee != client_id, "consent-other-grantee",
+             "the consent was granted to another relying party"),
+            (consent.national_item != national_item, "consent-wrong-item",
+             "the consent is for another item (purpose)"),
+            (consent.status != "active", "consent-revoked", "the consent has been revoked"),
+            (now < consent.valid_from, "consent-not-yet-valid", "the consent is not valid yet"),
+            (now >= consent.valid_until, "consent-expired", "the consent has expired"),
+            (bool(uncovered), "consent-does-not-cover", f"the consent does not cover {uncovered}"),
+            (consent.uses >= consent.max_uses, "consent-exhausted", "the consent has no uses left"),
+        )
+    else:
+        checks = ((True, "consent-not-found", "no such consent"),)
+    return next(((reason, detail) for failed, reason, detail in checks if failed), None)
+
+
+def decide(session: Session, node: Node, principal: Principal, req: PullRequest) -> Decision:
+    """Check everything, log the attempt, count the use; the caller commits, then releases."""
+    require_scope(principal, SCOPE_PULL)
+    item = get_item(req.item_code)  # malformed or unknown codes are refused before logging
+    classify_subject_id(req.subject_id)
+    now = int(node.clock.now())
+    pseudonym = subject_pseudonym(node, req.subject_id)
+    digest = request_digest({"client": principal.client_id, "subject_id": req.subject_id,
+                             "item_code": req.item_code, "consent_id": req.consent_id})
+
+    def log(outcome: str, reason: str | None, certificates: str | None = None) -> None:
+        log_event(session, node, Event(
+            kind="pull", actor=principal.client_id, outcome=outcome, subject=pseudonym,
+            item=item.national_item, certificate=certificates, consent=req.consent_id[:64],
+            reason=reason, request_sha256=digest))
+
+    def deny(reason: str, detail: str) -> Decision:
+        log("denied", reason)
+        return Decision(False, reason, detail)
+
+    # 1. The client may use this item at all.
+    if item.national_item not in _client_items(session.get(Client, principal.client_id)):
+        return deny("item-not-allowed", f"client {principal.client_id} may not use item "
+                                        f"{item.national_item}")
+    # 2. A consent by this subject, to this client, for this purpose, covering every type.
+    needs = {r.certificate_type: set(r.claims) for r in item.requirements}
+    consent = session.get(Consent, req.consent_id)
+    refusal = _consent_refusal(consent, req, principal.client_id, item.national_item,
+                               set(needs), now)
+    if refusal is not None:
+        return deny(*refusal)
+    assert consent is not None
+    # 3. A current, valid certificate of every required type.
+    releases = []
+    for ctype, claims in needs.items():
+        found = _current_certificate(session, req.subject_id, ctype, now)
+        if isinstance(found, str):
+            return deny(found, f"no valid {ctype} for this subject ({found})")
+        disclose = frozenset(claims & set(consent.scope[ctype])) | {"sub"}
+        releases.append(Release(ctype, found.id, found.credential, disclose))
+    # 4. Count the use exactly: the conditional update is the arbiter under concurrency.
+    counted = session.execute(
+        update(Consent)
+        .where(Consent.id == consent.id, Consent.status == "active",
+               Consent.uses < Consent.max_uses, Consent.valid_until > now)
+        .values(uses=Consent.uses + 1)
+    )
+    if getattr(counted, "rowcount", 0) != 1:
+        session.refresh(consent)
+        if consent.status != "active":
+            return deny("consent-revoked", "the consent has been revoked")
+        return deny("consent-exhausted", "the consent has no uses left")
+    certificates = " ".join(sorted(r.certificate_id for r in releases))
+    log("granted", None, certificates)
+    return Decision(True, None, "granted", tuple(releases))
+
+
+def release(node: Node, decision: Decision, ledger_index: int) -> PullResult:
+    """The minimal presentations and the receipt; call only after the entry is committed."""
+    assert decision.granted
+    creds = [{"type": r.type, "credential": present(r.credential, r.disclose)}
+             for r in decision.releases]
+    return PullResult(creds, receipt(node, ledger_index), ledger_index)
