@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from exchange.catalog.service import list_items
 from exchange.clients.agencies import register_agency
 from exchange.clients.service import register_client
 from exchange.clients.tools import write_jwk_pair
@@ -33,6 +34,9 @@ def ensure_node_keys(session: Session, node: Node) -> list[str]:
             node.keys.create(session, role)
             made.append(role)
     return made
+
+
+BANK_ITEMS = ("18001000", "18002000")  # enterprise and personal bank account opening
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,21 +85,22 @@ def seed_demo(session: Session, node: Node, demo_dir: Path) -> dict[str, object]
             continue
         pub = write_jwk_pair(demo_dir / f"agency-{a.key}.jwk", demo_dir / f"agency-{a.key}.pub.jwk")
         register_agency(session, node, uscc=uscc, name=a.name.format(p=p), types=a.types, jwk=pub)
-    for cid, name, kind in (
-        (f"bank-{province}-demo", f"{p}示范银行", "bank"),
-        (f"auditor-{province}-demo", f"{p}审计局", "auditor"),
+    bank_items = [i.basic_code for i in list_items() if i.national_item in BANK_ITEMS]
+    for cid, name, kind, items in (
+        (f"bank-{province}-demo", f"{p}示范银行", "bank", bank_items),
+        (f"auditor-{province}-demo", f"{p}审计局", "auditor", []),
     ):
         if session.get(Client, cid) is None:
             pub = write_jwk_pair(demo_dir / f"{cid}.jwk", demo_dir / f"{cid}.pub.jwk")
-            register_client(
-                session, client_id=cid, name=name, kind=kind, jwk=pub, now=node.clock.now()
-            )
+            register_client(session, client_id=cid, name=name, kind=kind, jwk=pub, items=items,
+                            now=node.clock.now())
     enterprise = _uscc(rng, f"{province}0105", "91")
     info: dict[str, object] = {
         "agencies": agencies,
         "bank": f"bank-{province}-demo",
         "auditor": f"auditor-{province}-demo",
         "enterprise": enterprise,
+        "bank_item": next(c for c in bank_items if c.endswith("18001000")),
         "demo_dir": str(demo_dir),
     }
     (demo_dir / "demo.json").write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n")

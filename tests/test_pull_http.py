@@ -370,3 +370,34 @@ def test_revoke_racing_pulls(world: World, live_server: str) -> None:
     assert late_grants == []
     # And after the revoke returned, every pull is denied.
     assert pull(0) == 403
+
+
+def test_ledger_failure_means_503_and_no_credential(world: World) -> None:
+    """Invariant 1: when the ledger cannot commit, nothing is released."""
+    from sqlalchemy import text
+
+    w = world
+    consent = w.grant()
+    assert w.pull(consent["id"]).status_code == 200
+    # Storage no longer matches what the writer signed: it must halt, not append.
+    with w.node.engine.begin() as conn:
+        conn.execute(text("UPDATE ledger_head SET last_hash = :h"), {"h": b"\x01" * 32})
+    r = w.pull(consent["id"])
+    assert r.status_code == 503, r.text
+    assert r.json()["type"] == "urn:certex:problem:ledger-unavailable"
+    assert "credential" not in r.text and "receipt" not in r.json()
+    assert w.node.ledger is not None and w.node.ledger.halted
+    # Everything that needs the ledger now fails closed, issuance included.
+    r = w.http.post("/v1/certificates", headers=bearer(w.agency_token), json={
+        "type": "business-license", "subject_id": new_uscc("late"), "claims": BUSINESS_LICENSE})
+    assert r.status_code == 503
+
+
+def test_stopped_writer_means_503(world: World) -> None:
+    w = world
+    consent = w.grant()
+    assert w.node.ledger is not None
+    w.node.ledger.stop()
+    r = w.pull(consent["id"])
+    assert r.status_code == 503
+    assert "credential" not in r.text
