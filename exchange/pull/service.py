@@ -93,45 +93,86 @@ def _current_certificate(session: Session, subject_id: str, ctype: str,
     return "certificate-expired"
 
 
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asks. A client of this node has its registered items checked here; a peer node's
+    client (``"50:bank-cq-1"``) had them checked at its own node."""
+
+    grantee: str  # the name consents use
+    client_id: str | None  # a local client whose items are checked, or None for a peer's
+    kind: str = "pull"  # the ledger event kind
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentTerms:
+    """What a consent allows, from this node's row or from a verified peer artefact."""
+
+    id: str
+    subject: str  # pseudonym
+    grantee: str
+    national_item: str
+    scope: dict[str, list[str]]
+    valid_from: int
+    valid_until: int
+    max_uses: int
+    uses: int
+    active: bool
+
+    @classmethod
+    def of(cls, node: Node, c: Consent) -> ConsentTerms:
+        return cls(c.id, subject_pseudonym(node, c.subject_id), c.grantee, c.national_item,
+                   dict(c.scope), c.valid_from, c.valid_until, c.max_uses, c.uses,
+                   c.status == "active")
+
+
 def _consent_refusal(
-    consent: Consent | None, req: PullRequest, client_id: str, national_item: str,
+    terms: ConsentTerms | None, subject: str, grantee: str, national_item: str,
     needed_types: set[str], now: int,
 ) -> tuple[str, str] | None:
-    """(reason, detail) why ``consent`` does not allow this pull, or None if it does."""
-    checks: tuple[tuple[bool, str, str], ...] = ()
-    if consent is not None:
-        uncovered = sorted(needed_types - set(consent.scope))
-        checks = (
-            (consent.subject_id != req.subject_id, "consent-other-subject",
-             "the consent was granted by another subject"),
-            (consent.grantee != client_id, "consent-other-grantee",
-             "the consent was granted to another relying party"),
-            (consent.national_item != national_item, "consent-wrong-item",
-             "the consent is for another item (purpose)"),
-            (consent.status != "active", "consent-revoked", "the consent has been revoked"),
-            (now < consent.valid_from, "consent-not-yet-valid", "the consent is not valid yet"),
-            (now >= consent.valid_until, "consent-expired", "the consent has expired"),
-            (bool(uncovered), "consent-does-not-cover", f"the consent does not cover {uncovered}"),
-            (consent.uses >= consent.max_uses, "consent-exhausted", "the consent has no uses left"),
-        )
-    else:
-        checks = ((True, "consent-not-found", "no such consent"),)
+    """(reason, detail) why the consent does not allow this pull, or None if it does."""
+    if terms is None:
+        return ("consent-not-found", "no such consent")
+    uncovered = sorted(needed_types - set(terms.scope))
+    checks = (
+        (terms.subject != subject, "consent-other-subject",
+         "the consent was granted by another subject"),
+        (terms.grantee != grantee, "consent-other-grantee",
+         "the consent was granted to another relying party"),
+        (terms.national_item != national_item, "consent-wrong-item",
+         "the consent is for another item (purpose)"),
+        (not terms.active, "consent-revoked", "the consent has been revoked"),
+        (now < terms.valid_from, "consent-not-yet-valid", "the consent is not valid yet"),
+        (now >= terms.valid_until, "consent-expired", "the consent has expired"),
+        (bool(uncovered), "consent-does-not-cover", f"the consent does not cover {uncovered}"),
+        (terms.uses >= terms.max_uses, "consent-exhausted", "the consent has no uses left"),
+    )
     return next(((reason, detail) for failed, reason, detail in checks if failed), None)
 
 
 def decide(session: Session, node: Node, principal: Principal, req: PullRequest) -> Decision:
-    """Check everything, log the attempt, count the use; the caller commits, then releases."""
+    """A pull by a client of this node, under a consent held at this node."""
     require_scope(principal, SCOPE_PULL)
+    return decide_for(session, node, Requester(principal.client_id, principal.client_id), req)
+
+
+def decide_for(session: Session, node: Node, requester: Requester, req: PullRequest, *,
+               remote: ConsentTerms | None = None) -> Decision:
+    """Check everything, log the attempt, count the use; the caller commits, then releases.
+
+    ``remote``: the terms of a consent held at another (home) node, whose artefact and status
+    were verified and whose use was already counted there; otherwise the consent is this
+    node's and its use is counted here, exactly.
+    """
     item = get_item(req.item_code)  # malformed or unknown codes are refused before logging
     classify_subject_id(req.subject_id)
     now = int(node.clock.now())
     pseudonym = subject_pseudonym(node, req.subject_id)
-    digest = request_digest({"client": principal.client_id, "subject_id": req.subject_id,
+    digest = request_digest({"client": requester.grantee, "subject_id": req.subject_id,
                              "item_code": req.item_code, "consent_id": req.consent_id})
 
     def log(outcome: str, reason: str | None, certificates: str | None = None) -> None:
         log_event(session, node, Event(
-            kind="pull", actor=principal.client_id, outcome=outcome, subject=pseudonym,
+            kind=requester.kind, actor=requester.grantee, outcome=outcome, subject=pseudonym,
             item=item.national_item, certificate=certificates, consent=req.consent_id[:64],
             reason=reason, request_sha256=digest))
 
@@ -139,38 +180,42 @@ def decide(session: Session, node: Node, principal: Principal, req: PullRequest)
         log("denied", reason)
         return Decision(False, reason, detail)
 
-    # 1. The client may use this item at all.
-    if item.national_item not in _client_items(session.get(Client, principal.client_id)):
-        return deny("item-not-allowed", f"client {principal.client_id} may not use item "
+    # 1. A client of this node may use this item at all.
+    if requester.client_id is not None and item.national_item not in _client_items(
+            session.get(Client, requester.client_id)):
+        return deny("item-not-allowed", f"client {requester.client_id} may not use item "
                                         f"{item.national_item}")
     # 2. A consent by this subject, to this client, for this purpose, covering every type.
     needs = {r.certificate_type: set(r.claims) for r in item.requirements}
-    consent = session.get(Consent, req.consent_id)
-    refusal = _consent_refusal(consent, req, principal.client_id, item.national_item,
+    local = session.get(Consent, req.consent_id) if remote is None else None
+    terms = remote if remote is not None else (ConsentTerms.of(node, local) if local else None)
+    refusal = _consent_refusal(terms, pseudonym, requester.grantee, item.national_item,
                                set(needs), now)
     if refusal is not None:
         return deny(*refusal)
-    assert consent is not None
+    assert terms is not None
     # 3. A current, valid certificate of every required type.
     releases = []
     for ctype, claims in needs.items():
         found = _current_certificate(session, req.subject_id, ctype, now)
         if isinstance(found, str):
             return deny(found, f"no valid {ctype} for this subject ({found})")
-        disclose = frozenset(claims & set(consent.scope[ctype])) | {"sub"}
+        disclose = frozenset(claims & set(terms.scope[ctype])) | {"sub"}
         releases.append(Release(ctype, found.id, found.credential, disclose))
     # 4. Count the use exactly: the conditional update is the arbiter under concurrency.
-    counted = session.execute(
-        update(Consent)
-        .where(Consent.id == consent.id, Consent.status == "active",
-               Consent.uses < Consent.max_uses, Consent.valid_until > now)
-        .values(uses=Consent.uses + 1)
-    )
-    if getattr(counted, "rowcount", 0) != 1:
-        session.refresh(consent)
-        if consent.status != "active":
-            return deny("consent-revoked", "the consent has been revoked")
-        return deny("consent-exhausted", "the consent has no uses left")
+    if remote is None:
+        counted = session.execute(
+            update(Consent)
+            .where(Consent.id == terms.id, Consent.status == "active",
+                   Consent.uses < Consent.max_uses, Consent.valid_until > now)
+            .values(uses=Consent.uses + 1)
+        )
+        if getattr(counted, "rowcount", 0) != 1:
+            assert local is not None
+            session.refresh(local)
+            if local.status != "active":
+                return deny("consent-revoked", "the consent has been revoked")
+            return deny("consent-exhausted", "the consent has no uses left")
     certificates = " ".join(sorted(r.certificate_id for r in releases))
     log("granted", None, certificates)
     return Decision(True, None, "granted", tuple(releases))
