@@ -83,6 +83,12 @@ class LedgerUnavailable(ExchangeError):
     code = "ledger-unavailable"
 
 
+class PeerUnavailable(ExchangeError):
+    """A federation peer could not be reached, timed out or failed; nothing was released."""
+
+    code = "peer-unavailable"
+
+
 class ConfigurationError(ExchangeError):
     """The node is misconfigured (missing key, bad setting)."""
 

@@ -25,6 +25,7 @@ from exchange.persistence.db import make_engine, make_session_factory
 from exchange.settings import Settings
 
 if TYPE_CHECKING:
+    from exchange.federation.config import Federation
     from exchange.ledger.writer import LedgerWriter
 
 log = logging.getLogger("certex")
@@ -42,12 +43,18 @@ class Node:
     subject_key: bytes
     rng: secrets.SystemRandom = field(default_factory=secrets.SystemRandom)
     ledger: LedgerWriter | None = None
+    federation: Federation | None = None
 
     @classmethod
     def open(cls, settings: Settings, clock: Clock | None = None, *, pool_size: int = 20) -> Node:
         clock = clock or SystemClock()
         engine = make_engine(settings.effective_database_url, pool_size=pool_size)
         keystore = KeyStore(settings.keys_dir, resolve_passphrase(settings))
+        federation = None
+        if settings.federation is not None:
+            from exchange.federation.config import load_federation
+
+            federation = load_federation(settings.federation, settings.node)
         return cls(
             settings=settings,
             clock=clock,
@@ -55,6 +62,7 @@ class Node:
             sessions=make_session_factory(engine),
             keys=KeyService(keystore, clock),
             subject_key=resolve_subject_key(settings),
+            federation=federation,
         )
 
     @property

@@ -15,6 +15,7 @@ from gateway.limits import BodySizeLimit
 from gateway.routers import (
     certificates,
     consents,
+    federation,
     items,
     ledger,
     me,
@@ -57,7 +58,9 @@ def create_app(node: Node | None = None, settings: Settings | None = None) -> Fa
     app.state.node = the_node
     app.state.token_verifier = TokenVerifier(the_node)
     problems.install(app)
-    for module in (oauth, meta, certificates, status, verify, ledger, items, consents, pull, me):
+    for module in (
+        oauth, meta, certificates, status, verify, ledger, items, consents, pull, me, federation
+    ):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=the_node.settings.max_body_bytes)
     return app

@@ -19,6 +19,7 @@ from exchange.errors import (
     LedgerIntegrityError,
     LedgerUnavailable,
     NotFound,
+    PeerUnavailable,
     VerificationFailed,
 )
 from gateway.responses import JSONBody
@@ -36,6 +37,7 @@ _STATUS: tuple[tuple[type[ExchangeError], int, str], ...] = (
     (InvalidInput, 400, "Invalid input"),
     (VerificationFailed, 400, "Verification failed"),
     (LedgerUnavailable, 503, "Ledger unavailable"),
+    (PeerUnavailable, 502, "Peer node unavailable"),
     (LedgerIntegrityError, 503, "Ledger integrity failure"),
     (ConfigurationError, 503, "Node misconfigured"),
 )
@@ -58,6 +60,8 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> Pr
 
 
 def status_for(exc: ExchangeError) -> tuple[int, str]:
+    if isinstance(exc, PeerUnavailable) and exc.code == "peer-timeout":
+        return 504, "Peer node timed out"
     for cls, status, title in _STATUS:
         if isinstance(exc, cls):
             return status, title
@@ -111,5 +115,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "Not found (problem+json)"},
     409: {"description": "Conflicts with the current state (problem+json)"},
     413: {"description": "Body too large (problem+json)"},
+    502: {"description": "A peer node failed; nothing was released (problem+json)"},
     503: {"description": "The ledger could not commit; nothing was released (problem+json)"},
+    504: {"description": "A peer node timed out; nothing was released (problem+json)"},
 }

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from exchange.catalog.service import get_item
 from exchange.crypto.jws import sign_jwt
 from exchange.errors import InvalidInput, NotFound
+from exchange.federation.routing import parse_grantee
 from exchange.ledger.leaf import Event
 from exchange.ledger.service import log_event, subject_pseudonym
 from exchange.node import Node
@@ -73,9 +74,15 @@ def grant(session: Session, node: Node, subject: Subject, req: GrantRequest) -> 
     """Record a consent, allocate its status entry, sign its artefact, log the grant."""
     now = int(node.clock.now())
     national_item, scope = _scope(req.item_code, req.certificate_types, req.claims)
-    # The grantee: a client of this node (federated names come with federation).
-    if ":" in req.grantee or session.get(Client, req.grantee) is None:
-        raise InvalidInput(f"no relying party {req.grantee!r} at this node", code="unknown-grantee")
+    # The grantee: a client of this node, or `<province>:<client id>` at a listed peer node.
+    province, client_id = parse_grantee(req.grantee, node.settings.node)
+    if province == node.settings.node:
+        if ":" in req.grantee or session.get(Client, client_id) is None:
+            raise InvalidInput(f"no relying party {req.grantee!r} at this node",
+                               code="unknown-grantee")
+    elif node.federation is None or province not in node.federation.nodes:
+        raise InvalidInput(f"node {province} is not in this node's federation",
+                           code="unknown-grantee")
     if not now < req.valid_until <= now + MAX_VALIDITY:
         raise InvalidInput("valid_until must be in the future and at most one year ahead",
                            code="bad-validity")

@@ -48,7 +48,7 @@ KINDS = frozenset(
         "federation.pull",
     }
 )
-OUTCOMES = frozenset({"ok", "granted", "denied", "failed"})
+OUTCOMES = frozenset({"ok", "granted", "denied", "failed", "forwarded"})
 _PSEUDONYM = re.compile(r"^[0-9a-f]{64}$")
 _HEX32 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -194,6 +194,16 @@ class IdentityProvider(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class FederationRequest(Base):
+    """An answered federation request, so that a retry with the same id changes nothing."""
+
+    __tablename__ = "federation_requests"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
 class Consent(Base):
     """A subject's consent to one grantee for one national item (purpose)."""
 

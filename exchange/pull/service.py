@@ -155,13 +155,18 @@ def decide(session: Session, node: Node, principal: Principal, req: PullRequest)
     return decide_for(session, node, Requester(principal.client_id, principal.client_id), req)
 
 
-def decide_for(session: Session, node: Node, requester: Requester, req: PullRequest, *,
-               remote: ConsentTerms | None = None) -> Decision:
+def decide_for(  # noqa: PLR0911  one return per numbered step
+    session: Session, node: Node, requester: Requester, req: PullRequest, *,
+    remote: ConsentTerms | None = None, refused: tuple[str, str] | None = None,
+    forwarding: bool = False,
+) -> Decision:
     """Check everything, log the attempt, count the use; the caller commits, then releases.
 
     ``remote``: the terms of a consent held at another (home) node, whose artefact and status
     were verified and whose use was already counted there; otherwise the consent is this
-    node's and its use is counted here, exactly.
+    node's and its use is counted here, exactly. ``refused``: a refusal found before the
+    transaction (a peer's answer), logged as such. ``forwarding``: the certificates are held
+    at another node; this node checks and logs the request (outcome ``forwarded``) only.
     """
     item = get_item(req.item_code)  # malformed or unknown codes are refused before logging
     classify_subject_id(req.subject_id)
@@ -180,6 +185,8 @@ def decide_for(session: Session, node: Node, requester: Requester, req: PullRequ
         log("denied", reason)
         return Decision(False, reason, detail)
 
+    if refused is not None:
+        return deny(*refused)
     # 1. A client of this node may use this item at all.
     if requester.client_id is not None and item.national_item not in _client_items(
             session.get(Client, requester.client_id)):
@@ -194,6 +201,9 @@ def decide_for(session: Session, node: Node, requester: Requester, req: PullRequ
     if refusal is not None:
         return deny(*refusal)
     assert terms is not None
+    if forwarding:
+        log("forwarded", None)
+        return Decision(True, None, "forwarded")
     # 3. A current, valid certificate of every required type.
     releases = []
     for ctype, claims in needs.items():

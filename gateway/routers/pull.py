@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from exchange.errors import ConsentDenied, NotFound
-from exchange.pull import service
-from gateway.deps import NodeDep, PrincipalDep, UowDep
+from exchange.pull.flow import run_pull
+from exchange.pull.service import PullRequest
+from gateway.deps import NodeDep, PrincipalDep
 from gateway.problems import responses
 
 router = APIRouter(tags=["pull"])
@@ -19,6 +19,12 @@ class PullBody(BaseModel):
     subject_id: str = Field(max_length=18)
     item_code: str = Field(max_length=33)
     consent_id: str = Field(max_length=64)
+    holder: str | None = Field(
+        None, pattern=r"^[0-9]{2}$",
+        description="province holding the certificates (default: the subject's home node)")
+    request_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.:-]{8,64}$",
+        description="idempotency key for a cross-province retry")
 
 
 class PulledCredential(BaseModel):
@@ -30,26 +36,26 @@ class PullOut(BaseModel):
     credentials: list[PulledCredential]
     receipt: str = Field(description="C2SP tlog-proof@v1 for this access's ledger entry")
     ledger_index: int
+    receipts: dict[str, str] = Field(
+        description="province → that node's tlog-proof@v1 receipt (this node's included)")
 
 
 @router.post(
     "/v1/pull",
     response_model=PullOut,
-    responses=responses(400, 401, 403, 404, 413, 503),
+    responses=responses(400, 401, 403, 404, 413, 502, 503, 504),
     summary="Pull certificates for an item, under the subject's consent",
 )
-def pull(body: PullBody, node: NodeDep, uow: UowDep, principal: PrincipalDep) -> PullOut:
-    """Every attempt is logged first; a denial is a 403/404 problem with `ledger_index`."""
-    req = service.PullRequest(body.subject_id, body.item_code, body.consent_id)
-    with uow() as session:
-        decision = service.decide(session, node, principal, req)
-    index = uow.ledger_indices[-1]
-    if not decision.granted:
-        cls = NotFound if decision.not_found else ConsentDenied
-        raise cls(decision.detail, code=decision.reason, ledger_index=index)
-    result = service.release(node, decision, index)
+def pull(body: PullBody, node: NodeDep, principal: PrincipalDep) -> PullOut:
+    """Every attempt is logged first; a denial is a 403/404 problem with `ledger_index`.
+
+    Across provinces this node checks the consent at the subject's home node, logs the
+    request, and forwards it, signed, to the holding node; `receipts` then holds both."""
+    req = PullRequest(body.subject_id, body.item_code, body.consent_id)
+    out = run_pull(node, principal, req, holder=body.holder, request_id=body.request_id)
     return PullOut(
-        credentials=[PulledCredential(**c) for c in result.credentials],
-        receipt=result.receipt,
-        ledger_index=result.ledger_index,
+        credentials=[PulledCredential(**c) for c in out.credentials],
+        receipt=out.receipt,
+        ledger_index=out.ledger_index,
+        receipts=out.receipts,
     )

@@ -1,0 +1,101 @@
+"""The whole pull, local or across nodes, as one orchestration.
+
+A pull needs more than one transaction: the decision and its ledger event commit together,
+the certificates are released only after that entry is durable, and a forwarded pull logs a
+second entry if the holding node fails or refuses. So this module, like the ledger writer,
+commits on its own (``node.sessions.begin()`` + ``commit_wait``); nothing else does.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from exchange.clients.model import SCOPE_PULL, Principal
+from exchange.clients.service import require_scope
+from exchange.errors import ConsentDenied, NotFound, PeerUnavailable
+from exchange.federation import service as fed
+from exchange.federation.messages import PeerRefused, PeerRequest
+from exchange.ledger.service import commit_wait, receipt
+from exchange.node import Node
+from exchange.pull.service import Decision, PullRequest, Requester, decide_for, release
+
+
+@dataclass(frozen=True, slots=True)
+class PullOutcome:
+    credentials: list[dict[str, str]]
+    receipt: str
+    ledger_index: int
+    receipts: dict[str, str] = field(default_factory=dict)
+
+
+def _decide(node: Node, prepared: fed.Prepared) -> tuple[Decision, int]:
+    with node.sessions.begin() as session:
+        decision = decide_for(session, node, prepared.requester, prepared.req,
+                              remote=prepared.remote, refused=prepared.refused,
+                              forwarding=prepared.forwarding)
+    return decision, commit_wait(node, session)[-1]
+
+
+def _refuse(decision: Decision, index: int, **extra: object) -> NotFound | ConsentDenied:
+    cls = NotFound if decision.not_found else ConsentDenied
+    return cls(decision.detail, code=decision.reason, ledger_index=index, **extra)
+
+
+def _log_second(node: Node, prepared: fed.Prepared, outcome: str, reason: str) -> int:
+    with node.sessions.begin() as session:
+        fed.log_outcome(session, node, prepared, outcome, reason)
+    return commit_wait(node, session)[-1]
+
+
+def run_pull(node: Node, principal: Principal, req: PullRequest, *, holder: str | None = None,
+             request_id: str | None = None) -> PullOutcome:
+    """Decide, log, release (or forward). Raises ConsentDenied/NotFound (with ledger_index),
+    PeerUnavailable, LedgerUnavailable."""
+    me = node.settings.node
+    if node.federation is None:  # a single node: every consent and certificate is here
+        require_scope(principal, SCOPE_PULL)
+        prepared = fed.Prepared(Requester(principal.client_id, principal.client_id), req)
+    else:
+        prepared = fed.prepare_pull(node, principal, req, holder)
+    decision, index = _decide(node, prepared)
+    if not decision.granted:
+        raise _refuse(decision, index)
+    own = receipt(node, index)
+    if not prepared.forwarding:
+        result = release(node, decision, index)
+        return PullOutcome(result.credentials, own, index, {me: own})
+    try:
+        answer = fed.forward(node, prepared, request_id or secrets.token_urlsafe(16), own, index)
+    except PeerUnavailable as e:
+        failed = _log_second(node, prepared, "failed", e.code)
+        raise PeerUnavailable(e.detail, code=e.code, ledger_index=failed,
+                              request_ledger_index=index) from e
+    except PeerRefused as e:
+        denied = _log_second(node, prepared, "denied", e.code)
+        cls = NotFound if e.status == 404 else ConsentDenied
+        raise cls(e.detail, code=e.code, ledger_index=denied,
+                  peer_ledger_index=e.problem.get("ledger_index")) from e
+    return PullOutcome(list(answer["credentials"]), own, index,
+                       {me: own, prepared.holder: str(answer["receipt"])})
+
+
+def serve_peer_pull(node: Node, peer: PeerRequest, session: Session) -> fed.HolderCall:
+    """H: the checks that need the network, before H's own transaction."""
+    return fed.prepare_holder(node, peer, session)
+
+
+def holder_pull(node: Node, call: fed.HolderCall) -> dict[str, object]:
+    """H: decide (or replay), log, release; the answer for the requesting node."""
+    if call.previous is not None:
+        decision, index = fed.replay(node, call.previous)
+    else:
+        decision, index = _decide(node, call.prepared)
+        fed.remember(node, call.key, decision, index)
+    if not decision.granted:
+        raise _refuse(decision, index)
+    result = release(node, decision, index)
+    return {"credentials": result.credentials, "receipt": result.receipt,
+            "ledger_index": index, "province": node.settings.node}
