@@ -39,6 +39,7 @@ class Node:
     clock: Clock
     engine: Engine
     sessions: sessionmaker[Session]
+    reads: sessionmaker[Session]
     keys: KeyService
     subject_key: bytes
     rng: secrets.SystemRandom = field(default_factory=secrets.SystemRandom)
@@ -60,6 +61,7 @@ class Node:
             clock=clock,
             engine=engine,
             sessions=make_session_factory(engine),
+            reads=make_session_factory(engine, read_only=True),
             keys=KeyService(keystore, clock),
             subject_key=resolve_subject_key(settings),
             federation=federation,

@@ -62,7 +62,7 @@ def get_principal(
     if creds is None or creds.scheme.lower() != "bearer":
         raise AuthenticationFailed("a bearer access token is required", code="missing-token")
     verifier: TokenVerifier = request.app.state.token_verifier
-    with node.sessions() as session:
+    with node.reads() as session:
         return verifier.verify(session, creds.credentials)
 
 
@@ -75,7 +75,7 @@ def get_subject(
 ) -> Subject:
     if creds is None or creds.scheme.lower() != "bearer":
         raise AuthenticationFailed("a subject's bearer token is required", code="missing-token")
-    with node.sessions() as session:
+    with node.reads() as session:
         return verify_subject_token(session, node, creds.credentials)
 
 

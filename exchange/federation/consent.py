@@ -23,7 +23,7 @@ from exchange.pull.service import ConsentTerms
 
 def _home_key(node: Node, home: str, header: Mapping[str, Any]) -> Ed25519PublicKey:
     if home == node.settings.node:
-        with node.sessions() as session:
+        with node.reads() as session:
             return node.keys.public_key(session, header.get("kid"), "node:consent")
     assert node.federation is not None
     return node.federation.peer(home).key(header.get("kid"))
@@ -86,7 +86,7 @@ def status_reference(artefact_claims: Mapping[str, Any]) -> tuple[str, int]:
 def status_key(node: Node, home: str, header: Mapping[str, Any]) -> Ed25519PublicKey:
     """The home node's status-list signing key ``kid``."""
     if home == node.settings.node:
-        with node.sessions() as session:
+        with node.reads() as session:
             return node.keys.public_key(session, header.get("kid"), "node:status")
     assert node.federation is not None
     return node.federation.peer(home).key(header.get("kid"))

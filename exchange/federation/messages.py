@@ -47,7 +47,7 @@ def _federation(node: Node) -> Federation:
 def sign_request(node: Node, audience: str, body: bytes) -> str:
     """The request JWT for ``body`` sent to the peer at ``audience``."""
     now = int(node.clock.now())
-    with node.sessions() as session:
+    with node.reads() as session:
         key = node.keys.current(session, "node:token")
     claims = {"iss": node.settings.node, "aud": audience, "iat": now, "exp": now + FED_LIFETIME,
               "jti": secrets.token_urlsafe(18), "body_sha256": hashlib.sha256(body).hexdigest()}

@@ -133,7 +133,7 @@ def prepare_pull(  # noqa: PLR0911  one return per routing case
 
 
 def _local_consent(node: Node, consent_id: str) -> Consent | None:
-    with node.sessions() as session:
+    with node.reads() as session:
         return session.get(Consent, consent_id)
 
 
@@ -233,20 +233,27 @@ class HolderCall:
     previous: dict[str, Any] | None
 
 
-def prepare_holder(node: Node, peer: PeerRequest, session: Session) -> HolderCall:
-    """H's checks before deciding: the peer speaks for its own client; remote consent work."""
+def holder_key(peer: PeerRequest) -> str:
+    """The idempotency key of a holding-node request."""
+    return f"pull:{peer.province}:{_request_id(peer.body)}"
+
+
+def prepare_holder(node: Node, peer: PeerRequest,
+                   previous: Mapping[str, Any] | None) -> HolderCall:
+    """H's checks before deciding: the peer speaks for its own client; remote consent work.
+
+    ``previous``: the stored answer to the same request id, if any (a retry)."""
     b = peer.body
     client = _str(b, "client", 80)
     province, _ = parse_grantee(client, node.settings.node)
     if province != peer.province:
         raise InvalidInput("a node may only speak for its own clients", code="client-not-yours")
-    key = f"pull:{peer.province}:{_request_id(b)}"
+    key = holder_key(peer)
     req = PullRequest(_str(b, "subject_id", 18), _str(b, "item_code", 33),
                       _str(b, "consent_id", 64))
-    previous = session.get(FederationRequest, key)
     requester = Requester(client, None, kind="federation.pull")
     if previous is not None:
-        return HolderCall(key, Prepared(requester, req), dict(previous.response))
+        return HolderCall(key, Prepared(requester, req), dict(previous))
     home = home_province(req.subject_id)
     if home == node.settings.node:
         return HolderCall(key, Prepared(requester, req), None)
@@ -282,7 +289,7 @@ def remember(node: Node, key: str, decision: Decision, index: int) -> None:
 def replay(node: Node, previous: Mapping[str, Any]) -> tuple[Decision, int]:
     """The stored decision of an already answered request id."""
     releases = []
-    with node.sessions() as session:
+    with node.reads() as session:
         for r in previous.get("releases", []):
             cert = session.get(Certificate, r["certificate_id"])
             if cert is not None:

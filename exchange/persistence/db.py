@@ -48,8 +48,11 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(mode)
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """A session factory; sessions never autoflush surprises past the request's unit of work."""
+def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
+    """A session factory. ``read_only`` sessions start deferred SQLite transactions (``BEGIN``),
+    so reads never wait for — or block — the write lock; they must not write."""
+    if read_only:
+        return sessionmaker(engine.execution_options(sqlite_begin="BEGIN"), expire_on_commit=False)
     return sessionmaker(engine, expire_on_commit=False)
 
 

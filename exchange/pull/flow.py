@@ -11,8 +11,6 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
-from sqlalchemy.orm import Session
-
 from exchange.clients.model import SCOPE_PULL, Principal
 from exchange.clients.service import require_scope
 from exchange.errors import ConsentDenied, NotFound, PeerUnavailable
@@ -59,7 +57,13 @@ def run_pull(node: Node, principal: Principal, req: PullRequest, *, holder: str 
         require_scope(principal, SCOPE_PULL)
         prepared = fed.Prepared(Requester(principal.client_id, principal.client_id), req)
     else:
-        prepared = fed.prepare_pull(node, principal, req, holder)
+        try:
+            prepared = fed.prepare_pull(node, principal, req, holder)
+        except PeerUnavailable as e:  # the home node is unreachable: a failed, logged attempt
+            grantee = f"{me}:{principal.client_id}"
+            failed = _log_second(node, fed.Prepared(Requester(grantee, principal.client_id), req),
+                                 "failed", e.code)
+            raise PeerUnavailable(e.detail, code=e.code, ledger_index=failed) from e
     decision, index = _decide(node, prepared)
     if not decision.granted:
         raise _refuse(decision, index)
@@ -82,9 +86,10 @@ def run_pull(node: Node, principal: Principal, req: PullRequest, *, holder: str 
                        {me: own, prepared.holder: str(answer["receipt"])})
 
 
-def serve_peer_pull(node: Node, peer: PeerRequest, session: Session) -> fed.HolderCall:
-    """H: the checks that need the network, before H's own transaction."""
-    return fed.prepare_holder(node, peer, session)
+def serve_peer_pull(node: Node, peer: PeerRequest,
+                    previous: dict[str, object] | None) -> fed.HolderCall:
+    """H: the checks that need the network, before H's own transaction (no session held)."""
+    return fed.prepare_holder(node, peer, previous)
 
 
 def holder_pull(node: Node, call: fed.HolderCall) -> dict[str, object]:

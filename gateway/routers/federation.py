@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from exchange.federation import service as fed
 from exchange.federation.messages import HEADER, PeerRequest, verify_request
+from exchange.persistence.models import FederationRequest
 from exchange.pull.flow import holder_pull, serve_peer_pull
 from gateway.deps import NodeDep, UowDep
 from gateway.problems import responses
@@ -55,8 +56,10 @@ async def pull(request: Request, node: NodeDep, uow: UowDep) -> dict[str, Any]:
     def run() -> dict[str, Any]:
         with uow() as session:
             peer = verify_request(session, node, token, body)
-        with node.sessions() as session:
-            call = serve_peer_pull(node, peer, session)
+        with node.reads() as session:
+            previous = session.get(FederationRequest, fed.holder_key(peer))
+            answer = dict(previous.response) if previous is not None else None
+        call = serve_peer_pull(node, peer, answer)
         return holder_pull(node, call)
 
     return await run_in_threadpool(run)

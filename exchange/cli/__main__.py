@@ -1,0 +1,5 @@
+"""``python -m exchange.cli`` = ``certex``."""
+
+from exchange.cli.main import app
+
+app()
