@@ -8,7 +8,7 @@ PORT   ?= 8000
 CERTEX_TEST_PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 export CERTEX_TEST_PG_URL
 
-.PHONY: install run test test-sqlite test-postgres check lint typecheck clean bench bench-full
+.PHONY: install run test test-sqlite test-postgres check lint typecheck clean bench bench-full federation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ typecheck: install
 
 ## make check: ruff + mypy --strict + the tests
 check: lint typecheck test
+
+## make federation: three province nodes on loopback with the cross-province walk-through
+federation: install
+	$(BIN)/certex dev federation
 
 ## make bench: the quick benchmark (≤ 3 minutes); make bench-full: the long one
 bench: install

@@ -33,6 +33,15 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(jwk_app, name="jwk")
 app.add_typer(idp_app, name="idp")
 
+
+def _add_dev_commands() -> None:
+    from exchange.cli.dev import dev_app
+
+    app.add_typer(dev_app, name="dev")
+
+
+_add_dev_commands()
+
 out = Console()
 err = Console(stderr=True)
 

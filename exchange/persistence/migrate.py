@@ -7,9 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-import migrations
-
-SCRIPT_LOCATION = str(Path(migrations.__file__).parent)
+# `migrations/` sits beside `exchange/`, in the source tree and in site-packages alike.
+SCRIPT_LOCATION = str(Path(__file__).resolve().parents[2] / "migrations")
 
 
 def alembic_config(url: str) -> Config:
