@@ -209,7 +209,11 @@ def test_chongqing_bank_guangdong_enterprise(fed: Fed) -> None:
     assert l50["subject"] == l44["subject"]  # the same pseudonym on every node
     # The enterprise sees the access at its home node.
     log = httpx.get(f"{fed.url('44')}/v1/me/access-log", headers=fed.subject("44", e)).json()
-    assert any(x["kind"] == "federation.pull" and x["outcome"] == "granted" for x in log["entries"])
+    seen = next(x for x in log["entries"] if x["index"] == i44)
+    assert seen["kind"] == "federation.pull" and seen["outcome"] == "granted"
+    # ... with both receipts: its home node's and the requesting node's.
+    verify_receipt(seen["receipt"], verifier=fed.verifier("44"), leaf_bytes=fed.leaf("44", i44))
+    assert seen["peer_receipts"] == {"50": body["receipts"]["50"]}
 
 
 def test_three_nodes_home_holder_requester_all_different(fed: Fed) -> None:

@@ -34,7 +34,7 @@ from exchange.identifiers import classify_subject_id
 from exchange.ledger.leaf import Event
 from exchange.ledger.service import log_event, request_digest, subject_pseudonym
 from exchange.node import Node
-from exchange.persistence.models import Certificate, Consent, FederationRequest
+from exchange.persistence.models import Certificate, Consent, FederationRequest, PeerReceipt
 from exchange.pull.service import ConsentTerms, Decision, PullRequest, Release, Requester
 
 PULL_PATH = "/v1/federation/pull"
@@ -231,6 +231,8 @@ class HolderCall:
     key: str
     prepared: Prepared
     previous: dict[str, Any] | None
+    requester_province: str = ""
+    requester_receipt: str | None = None
 
 
 def holder_key(peer: PeerRequest) -> str:
@@ -244,6 +246,8 @@ def prepare_holder(node: Node, peer: PeerRequest,
 
     ``previous``: the stored answer to the same request id, if any (a retry)."""
     b = peer.body
+    receipt = b.get("requester_receipt")
+    their_receipt = receipt if isinstance(receipt, str) and len(receipt) < 20_000 else None
     client = _str(b, "client", 80)
     province, _ = parse_grantee(client, node.settings.node)
     if province != peer.province:
@@ -252,28 +256,34 @@ def prepare_holder(node: Node, peer: PeerRequest,
     req = PullRequest(_str(b, "subject_id", 18), _str(b, "item_code", 33),
                       _str(b, "consent_id", 64))
     requester = Requester(client, None, kind="federation.pull")
+
+    def made(prepared: Prepared, previous_answer: dict[str, Any] | None) -> HolderCall:
+        return HolderCall(key, prepared, previous_answer, peer.province, their_receipt)
+
     if previous is not None:
-        return HolderCall(key, Prepared(requester, req), dict(previous))
+        return made(Prepared(requester, req), dict(previous))
     home = home_province(req.subject_id)
     if home == node.settings.node:
-        return HolderCall(key, Prepared(requester, req), None)
+        return made(Prepared(requester, req), None)
     item = get_item(req.item_code)
     artefact = b.get("artefact")
     if not isinstance(artefact, str):
-        return HolderCall(key, Prepared(requester, req, refused=(
+        return made(Prepared(requester, req, refused=(
             "consent-invalid", "no consent artefact came with the request")), None)
     checked = _check_remote_consent(node, home, artefact, client, item.national_item,
                                     subject_pseudonym(node, req.subject_id))
     if isinstance(checked, tuple):
-        return HolderCall(key, Prepared(requester, req, refused=checked), None)
+        return made(Prepared(requester, req, refused=checked), None)
     used = _use_at_home(node, home, checked, req, client, request_id=_request_id(b))
     if used is not None:
-        return HolderCall(key, Prepared(requester, req, refused=used), None)
-    return HolderCall(key, Prepared(requester, req, remote=checked), None)
+        return made(Prepared(requester, req, refused=used), None)
+    return made(Prepared(requester, req, remote=checked), None)
 
 
-def remember(node: Node, key: str, decision: Decision, index: int) -> None:
-    """Keep H's answer so that a retry with the same request id changes nothing."""
+def remember(node: Node, call: HolderCall, decision: Decision, index: int) -> None:
+    """Keep H's answer so that a retry with the same request id changes nothing, and the
+    requesting node's receipt so the subject's access log shows both."""
+    key = call.key
     response = {"granted": decision.granted, "reason": decision.reason,
                 "detail": decision.detail, "ledger_index": index,
                 "releases": [{"type": r.type, "certificate_id": r.certificate_id,
@@ -282,6 +292,9 @@ def remember(node: Node, key: str, decision: Decision, index: int) -> None:
         with node.sessions.begin() as session:
             session.add(FederationRequest(id=key, response=response,
                                           created_at=int(node.clock.now())))
+            if call.requester_receipt:
+                session.add(PeerReceipt(ledger_index=index, province=call.requester_province,
+                                        receipt=call.requester_receipt))
     except IntegrityError:  # a concurrent retry stored its answer first; keep that one
         return
 

@@ -204,6 +204,16 @@ class FederationRequest(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
+class PeerReceipt(Base):
+    """The requesting node's receipt for an access this node logged at ``ledger_index``."""
+
+    __tablename__ = "peer_receipts"
+
+    ledger_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    province: Mapped[str] = mapped_column(String(2))
+    receipt: Mapped[str] = mapped_column(Text)
+
+
 class Consent(Base):
     """A subject's consent to one grantee for one national item (purpose)."""
 

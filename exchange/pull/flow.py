@@ -98,7 +98,7 @@ def holder_pull(node: Node, call: fed.HolderCall) -> dict[str, object]:
         decision, index = fed.replay(node, call.previous)
     else:
         decision, index = _decide(node, call.prepared)
-        fed.remember(node, call.key, decision, index)
+        fed.remember(node, call, decision, index)
     if not decision.granted:
         raise _refuse(decision, index)
     result = release(node, decision, index)

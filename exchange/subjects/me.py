@@ -13,7 +13,7 @@ from exchange.crypto.encoding import b64_encode
 from exchange.ledger import store
 from exchange.ledger.service import subject_pseudonym
 from exchange.node import Node
-from exchange.persistence.models import Certificate, Client, LedgerEntry
+from exchange.persistence.models import Certificate, Client, LedgerEntry, PeerReceipt
 from exchange.subjects.service import Subject
 
 ACCESS_LOG_MAX = 200
@@ -41,6 +41,7 @@ class AccessLogEntry:
     prev_subject: int | None
     leaf: str
     receipt: str | None
+    peer_receipts: dict[str, str]
 
 
 def access_log(session: Session, node: Node, subject: Subject,
@@ -57,6 +58,12 @@ def access_log(session: Session, node: Node, subject: Subject,
         q = q.where(LedgerEntry.idx < before)
     rows = session.execute(q.order_by(LedgerEntry.idx.desc()).limit(limit)).all()
     names = dict(session.execute(select(Client.id, Client.name)).all())
+    peer: dict[int, dict[str, str]] = {}
+    for idx, province, peer_rec in session.execute(
+        select(PeerReceipt.ledger_index, PeerReceipt.province, PeerReceipt.receipt)
+        .where(PeerReceipt.ledger_index.in_([r[0] for r in rows]))
+    ):
+        peer.setdefault(idx, {})[province] = peer_rec
     conn = session.connection()
     cp = store.latest_checkpoint(conn)
     out = []
@@ -67,5 +74,6 @@ def access_log(session: Session, node: Node, subject: Subject,
             index=idx, time_ms=f["time_ms"], kind=f["kind"], actor=f["actor"],
             actor_name=names.get(f["actor"]), item=f["item"], certificate=f["certificate"],
             consent=f["consent"], outcome=f["outcome"], reason=f["reason"],
-            prev_subject=f["prev_subject"], leaf=b64_encode(bytes(raw)), receipt=rec))
+            prev_subject=f["prev_subject"], leaf=b64_encode(bytes(raw)), receipt=rec,
+            peer_receipts=peer.get(idx, {})))
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from exchange.subjects import me
 from gateway.deps import NodeDep, SubjectDep, UowDep
@@ -56,6 +56,8 @@ class AccessEntry(BaseModel):
     prev_subject: int | None
     leaf: str
     receipt: str | None
+    peer_receipts: dict[str, str] = Field(
+        default_factory=dict, description="province → the requesting node's receipt")
 
 
 class AccessLog(BaseModel):

@@ -1,4 +1,4 @@
-"""Federation: answered node-to-node requests (idempotency by request id).
+"""Federation: answered node-to-node requests (idempotency by request id), peer receipts.
 
 Revision ID: 0004
 Revises: 0003
@@ -21,7 +21,14 @@ def upgrade() -> None:
         sa.Column("response", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
     )
+    op.create_table(
+        "peer_receipts",
+        sa.Column("ledger_index", sa.BigInteger(), primary_key=True, autoincrement=False),
+        sa.Column("province", sa.String(2), nullable=False),
+        sa.Column("receipt", sa.Text(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("peer_receipts")
     op.drop_table("federation_requests")
