@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from exchange.errors import ExchangeError
 
@@ -36,8 +37,10 @@ app.add_typer(idp_app, name="idp")
 
 def _add_dev_commands() -> None:
     from exchange.cli.dev import dev_app
+    from exchange.cli.receipt import receipt_app
 
     app.add_typer(dev_app, name="dev")
+    app.add_typer(receipt_app, name="receipt")
 
 
 _add_dev_commands()
@@ -49,7 +52,7 @@ err = Console(stderr=True)
 def _fail(e: Exception) -> typer.Exit:
     detail = e.detail if isinstance(e, ExchangeError) else str(e)
     code = f" [{e.code}]" if isinstance(e, ExchangeError) else ""
-    err.print(f"[red]error{code}:[/red] {detail}", highlight=False)
+    err.print(f"[red]error{escape(code)}:[/red] {escape(detail)}", highlight=False)
     return typer.Exit(2)
 
 

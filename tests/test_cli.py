@@ -1,0 +1,56 @@
+"""The CLI as a user runs it: real processes, real files."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import BUSINESS_LICENSE, access_token, add_agency, bearer, new_uscc
+
+
+def _certex(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "exchange.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=120, check=False)
+
+
+def test_every_verb_has_help() -> None:
+    for verb in ([], ["init"], ["serve"], ["agency", "add"], ["client", "add"], ["idp", "add"],
+                 ["keys", "rotate"], ["verify"], ["dev-token"], ["jwk", "generate"],
+                 ["jwk", "assertion"], ["receipt", "verify"], ["dev", "federation"],
+                 ["walkthrough"]):
+        r = _certex(*verb, "--help")
+        assert r.returncode == 0, (verb, r.stderr)
+        assert "Usage" in r.stdout
+
+
+def test_receipt_verify_accepts_the_right_leaf_only(http, node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    agency = add_agency(node, ["business-license"])
+    token = access_token(http, node, agency)
+    for _ in range(3):
+        r = http.post("/v1/certificates", headers=bearer(token), json={
+            "type": "business-license", "subject_id": new_uscc(), "claims": BUSINESS_LICENSE})
+        assert r.status_code == 201
+    (tmp_path / "vkey").write_text(http.get("/v1/ledger/vkey").text)
+    (tmp_path / "r1").write_text(http.get("/v1/ledger/receipts/1").text)
+    from exchange.ledger import service
+
+    leaves = dict(service.entries(node, 0, 3))
+    ok = _certex("receipt", "verify", str(tmp_path / "r1"), "--vkey", str(tmp_path / "vkey"),
+                 "--leaf", base64.b64encode(leaves[1]).decode())
+    assert ok.returncode == 0, ok.stderr
+    assert "OK: entry 1" in ok.stdout
+    wrong = _certex("receipt", "verify", str(tmp_path / "r1"), "--vkey", str(tmp_path / "vkey"),
+                    "--leaf", base64.b64encode(leaves[2]).decode())
+    assert wrong.returncode == 1 and "INVALID" in wrong.stderr
+
+
+def test_dev_token_refused_outside_dev_mode(settings) -> None:  # type: ignore[no-untyped-def]
+    env = {"CERTEX_HOME": str(settings.home), "CERTEX_DATABASE_URL": settings.effective_database_url,
+           "CERTEX_KEY_PASSPHRASE": settings.key_passphrase or "",
+           "CERTEX_SUBJECT_KEY": settings.subject_key or "", "CERTEX_DEV": "0"}
+    r = _certex("dev-token", "--subject", "91350100M000100Y43", env=env)
+    assert r.returncode == 2
+    assert "dev-mode-only" in r.stderr
