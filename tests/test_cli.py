@@ -54,3 +54,35 @@ def test_dev_token_refused_outside_dev_mode(settings) -> None:  # type: ignore[n
     r = _certex("dev-token", "--subject", "91350100M000100Y43", env=env)
     assert r.returncode == 2
     assert "dev-mode-only" in r.stderr
+
+
+def test_offline_verify_with_files(http, node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    agency = add_agency(node, ["business-license"])
+    token = access_token(http, node, agency)
+    r = http.post("/v1/certificates", headers=bearer(token), json={
+        "type": "business-license", "subject_id": new_uscc(), "claims": BUSINESS_LICENSE})
+    cred, cert_id = r.json()["credential"], r.json()["id"]
+    (tmp_path / "cred").write_text(cred)
+    (tmp_path / "issuer.json").write_text(
+        http.get(f"/.well-known/jwt-vc-issuer/issuers/{agency.client_id}").text)
+    (tmp_path / "node.json").write_text(http.get("/.well-known/jwks.json").text)
+
+    def status_file() -> str:
+        uri = http.get(f"/v1/certificates/{cert_id}", headers=bearer(token)).json()[
+            "status_list"]["uri"]
+        (tmp_path / "status.jwt").write_text(http.get(uri.removeprefix(node.base_url)).text)
+        return str(tmp_path / "status.jwt")
+
+    args = ["verify", str(tmp_path / "cred"), "--jwks", str(tmp_path / "issuer.json"),
+            "--jwks", str(tmp_path / "node.json")]
+    ok = _certex(*args, "--status-list", status_file())
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert '"valid": true' in ok.stdout
+    http.post(f"/v1/certificates/{cert_id}/status", headers=bearer(token),
+              json={"status": "revoked", "reason": "test"})
+    revoked = _certex(*args, "--status-list", status_file())
+    assert revoked.returncode == 1 and '"revoked"' in revoked.stdout
+    # A key file that does not hold the issuer's key.
+    (tmp_path / "other.json").write_text('{"keys": []}')
+    unknown = _certex("verify", str(tmp_path / "cred"), "--jwks", str(tmp_path / "other.json"))
+    assert unknown.returncode == 1 and "unknown-key" in unknown.stdout
