@@ -133,3 +133,19 @@ def test_entries_need_auditor_scope(http, node, world) -> None:  # type: ignore[
     _, token, _ = world
     assert http.get("/v1/ledger/entries?start=0&end=10").status_code == 401
     assert http.get("/v1/ledger/entries?start=0&end=10", headers=bearer(token)).status_code == 403
+
+
+@pytest.mark.parametrize("patch", [{"v": True}, {"v": 1.0}, {"time_ms": True}, {"node": 31},
+                                   {"kind": None}, {"prev_subject": True}])
+def test_decode_leaf_refuses_ill_typed_fields(patch) -> None:  # type: ignore[no-untyped-def]
+    """Regression: bools passed as ints (True == 1) and non-string names were accepted."""
+    from exchange.crypto.canonical import canonical_json
+    from exchange.errors import LedgerIntegrityError
+    from exchange.ledger.leaf import Event, decode_leaf, encode_leaf
+
+    raw = encode_leaf(Event(kind="pull", actor="a", outcome="ok"), index=3, time_ms=5,
+                      node="31", prev=b"\0" * 32, prev_subject=None)
+    decode_leaf(raw)
+    bad = canonical_json({**json.loads(raw), **patch})
+    with pytest.raises(LedgerIntegrityError):
+        decode_leaf(bad)

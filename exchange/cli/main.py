@@ -463,6 +463,7 @@ def audit_verify(
     checkpoints. Exit 0 only if everything holds; 1 names the first bad index and the
     problem (edited, missing, reordered, truncated, forked, bad-signature, malformed)."""
     import base64
+    import io
 
     from exchange.ledger.audit import AuditFailed, audit_export
 
@@ -471,7 +472,7 @@ def audit_verify(
     bar = _ProgressBar("verifying")
     try:
         with (
-            open(sys.stdin.fileno(), encoding="utf-8", closefd=False)
+            io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
             if str(file) == "-"
             else file.open(encoding="utf-8")
         ) as lines:
@@ -482,7 +483,7 @@ def audit_verify(
         raise typer.Exit(1) from e
     except UnicodeDecodeError as e:
         bar.close()
-        typer.echo(f"FAIL checkpoint: malformed — the export is not UTF-8 ({e.reason})")
+        typer.echo(f"FAIL export: malformed — the export is not UTF-8 ({e.reason})")
         raise typer.Exit(1) from e
     except OSError as e:
         raise _fail(e) from e

@@ -133,18 +133,28 @@ def decode_leaf(raw: bytes) -> Leaf:
         raise LedgerIntegrityError(
             "leaf does not have exactly the ledger fields", code="leaf-malformed"
         )
-    if canonical_json(data) != raw:
+    try:
+        canonical = canonical_json(data)
+    except InvalidInput as e:
+        raise LedgerIntegrityError(f"leaf is nested too deeply or not canonicalisable: {e.detail}",
+                                   code="leaf-malformed") from e
+    if canonical != raw:
         raise LedgerIntegrityError("leaf bytes are not canonical JSON", code="leaf-malformed")
     idx, prev, ps = data["index"], data["prev"], data["prev_subject"]
+    # `type(x) is int`: a bool is an int in Python and `True == 1`.
+    if type(data["v"]) is not int or type(data["time_ms"]) is not int:
+        raise LedgerIntegrityError("leaf fields are ill-typed: v or time_ms is not an integer",
+                                   code="leaf-malformed")
     if (
-        not isinstance(idx, int)
-        or isinstance(idx, bool)
+        type(idx) is not int
         or idx < 0
         or not isinstance(prev, str)
         or not _HEX32.fullmatch(prev)
-        or not (ps is None or (isinstance(ps, int) and not isinstance(ps, bool) and 0 <= ps < idx))
-        or not isinstance(data["time_ms"], int)
+        or not (ps is None or (type(ps) is int and 0 <= ps < idx))
+        or type(data["time_ms"]) is not int
+        or type(data["v"]) is not int
         or data["v"] != LEAF_VERSION
+        or not all(isinstance(data[k], str) for k in ("node", "kind", "actor", "outcome"))
     ):
         raise LedgerIntegrityError("leaf fields are ill-typed", code="leaf-malformed")
     subject = data["subject"]
@@ -153,9 +163,9 @@ def decode_leaf(raw: bytes) -> Leaf:
     return Leaf(
         index=idx,
         time_ms=data["time_ms"],
-        node=str(data["node"]),
-        kind=str(data["kind"]),
-        actor=str(data["actor"]),
+        node=data["node"],
+        kind=data["kind"],
+        actor=data["actor"],
         subject=subject,
         prev=bytes.fromhex(prev),
         prev_subject=ps,
