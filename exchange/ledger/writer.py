@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, insert, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from exchange.errors import LedgerIntegrityError, LedgerUnavailable, VerificationFailed
@@ -40,6 +42,7 @@ from exchange.persistence.models import (
 log = logging.getLogger("certex.ledger")
 
 LOCK_KEY = 0x63657274_6C656467  # "certledg": the advisory lock every writer process takes
+RECHECK_AFTER = 0.25  # seconds a caller waits on the writer before looking in the ledger
 ORPHAN_AFTER_MS = 5_000  # kept for compatibility: every writer now appends all committed rows
 _STOP = "__stop__"
 
@@ -83,7 +86,7 @@ def origin_of(node: Node) -> str:
 
 
 def ledger_signer(node: Node) -> Signer:
-    with node.sessions() as session:
+    with node.reads() as session:
         key = node.keys.current(session, "node:ledger")
     return Signer(origin_of(node), key.private_key)
 
@@ -134,10 +137,33 @@ class LedgerWriter:
             f: Future[int] = Future()
             self._queue.put((ref, f))
             futures.append(f)
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                step = max(0.0, min(RECHECK_AFTER, deadline - time.monotonic()))
+                return [f.result(timeout=step) for f in futures]
+            except FutureTimeout:
+                pass
+            # Every writer appends every committed event, so another process's writer may
+            # have appended these while this one still waits for the database lock (SQLite's
+            # busy handler lets newcomers overtake a long waiter for seconds).
+            found = self._appended(refs)
+            if all(r in found for r in refs):
+                return [found[r] for r in refs]
+            if time.monotonic() >= deadline:
+                raise LedgerUnavailable("the ledger did not commit in time")
+
+    def _appended(self, refs: Sequence[str]) -> dict[str, int]:
+        """The indices of those of ``refs`` already in the ledger (committed, so signed)."""
         try:
-            return [f.result(timeout=self._timeout) for f in futures]
-        except FutureTimeout as e:
-            raise LedgerUnavailable("the ledger did not commit in time") from e
+            with self._node.engine.connect() as conn:
+                conn.execution_options(sqlite_begin="BEGIN")  # a WAL read takes no lock
+                rows = conn.execute(
+                    select(LedgerEntry.ref, LedgerEntry.idx).where(LedgerEntry.ref.in_(refs))
+                )
+                return {ref: idx for ref, idx in rows}  # noqa: C416  rows are Row, not tuple
+        except SQLAlchemyError:
+            return {}  # the database is down: keep waiting for the writer until the deadline
 
     # -- the writer thread ------------------------------------------------------------------
     def _loop(self) -> None:
@@ -192,17 +218,21 @@ class LedgerWriter:
                     if conn.dialect.name == "postgresql":
                         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
                     appended = self._append_locked(conn)
-                done.update(appended)
+                    done.update(appended)
+                    # Events another process's writer appended first: found here, under the
+                    # lock, so the loop ends as soon as every caller has its index. Otherwise
+                    # it keeps draining other processes' new rows, and under sustained load
+                    # its callers time out (503) although their entries are committed.
+                    missing = [r for r in refs if r not in done]
+                    if missing:
+                        for ref, idx in conn.execute(
+                            select(LedgerEntry.ref, LedgerEntry.idx).where(
+                                LedgerEntry.ref.in_(missing)
+                            )
+                        ):
+                            done[ref] = idx
                 if not appended or all(r in done for r in refs):
-                    break
-            missing = [r for r in refs if r not in done]
-            if missing:  # appended earlier by another process's writer
-                with conn.begin():
-                    for ref, idx in conn.execute(
-                        select(LedgerEntry.ref, LedgerEntry.idx).where(LedgerEntry.ref.in_(missing))
-                    ):
-                        done[ref] = idx
-        return done
+                    return done
 
     def _append_locked(self, conn: Connection) -> dict[str, int]:
         now_ms = int(self._node.clock.now() * 1000)
@@ -224,13 +254,21 @@ class LedgerWriter:
             if last_cp is None:
                 self._sign(conn, size, merkle.EMPTY_ROOT if size == 0 else None, now_ms, last_cp)
             return {}
-        # 1. Storage still matches the head: the last leaf hash is what the chain continues.
+        # 1. Storage still matches the head: the last leaf hash is what the chain continues,
+        #    and nothing signed or stored lies past it (a head moved back would otherwise end
+        #    in a duplicate-key error, retried forever as if the database were merely down).
         if size:
             stored_last = conn.execute(
                 select(LedgerEntry.leaf_hash).where(LedgerEntry.idx == size - 1)
             ).scalar_one_or_none()
             if stored_last is None or bytes(stored_last) != last_hash:
                 raise LedgerIntegrityError(f"entry {size - 1} no longer matches the ledger head")
+        if last_cp is not None and last_cp.size > size:
+            raise LedgerIntegrityError(
+                f"signed checkpoint {last_cp.size} is ahead of the ledger head ({size})"
+            )
+        if conn.execute(select(LedgerEntry.idx).where(LedgerEntry.idx == size)).first():
+            raise LedgerIntegrityError(f"entry {size} is stored past the ledger head")
         # 2. The frontier of the current tree, from stored subtree hashes.
         coords = _decomposition(size)
         hashes = store.fetch_subtrees(conn, coords)
