@@ -20,6 +20,7 @@ def test_every_verb_has_help() -> None:
     for verb in ([], ["init"], ["serve"], ["agency", "add"], ["client", "add"], ["idp", "add"],
                  ["keys", "rotate"], ["verify"], ["dev-token"], ["jwk", "generate"],
                  ["jwk", "assertion"], ["receipt", "verify"], ["dev", "federation"],
+                 ["federation"], ["ledger", "export"], ["audit", "verify"],
                  ["walkthrough"]):
         r = _certex(*verb, "--help")
         assert r.returncode == 0, (verb, r.stderr)

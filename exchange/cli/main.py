@@ -45,6 +45,10 @@ def _add_dev_commands() -> None:
     app.add_typer(ledger_app, name="ledger")
     app.add_typer(audit_app, name="audit")
 
+    from exchange.cli.federation import federation_view
+
+    app.command("federation")(federation_view)
+
 
 out = Console()
 err = Console(stderr=True)
