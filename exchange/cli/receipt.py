@@ -42,7 +42,9 @@ def verify(
     try:
         verifier = Verifier.from_vkey(_text(vkey))
         raw = base64.b64decode(_text(leaf), validate=True)
-        v = verify_receipt(receipt.read_text(), verifier=verifier, leaf_bytes=raw)
+        # A file may carry extra trailing newlines (shells add one); the receipt ends with one.
+        text = receipt.read_text().rstrip("\n") + "\n"
+        v = verify_receipt(text, verifier=verifier, leaf_bytes=raw)
     except (ExchangeError, ValueError, binascii.Error, OSError) as e:
         detail = e.detail if isinstance(e, ExchangeError) else str(e)
         typer.echo(f"INVALID: {detail}", err=True)

@@ -82,7 +82,7 @@ curl -s $B/v1/pull -H "Authorization: Bearer $BANK" -H 'Content-Type: applicatio
   -d "{{\\"subject_id\\": \\"{enterprise}\\", \\"item_code\\": \\"{info["bank_item"]}\\", \\"consent_id\\": \\"$CONSENT\\"}}"; echo
 
 # 7. The enterprise reads who accessed its data
-curl -s $B/v1/me/access-log -H "Authorization: Bearer $ENT" | {_get('["entries"]')}
+curl -s $B/v1/me/access-log -H "Authorization: Bearer $ENT" | .venv/bin/python -m json.tool --no-ensure-ascii | grep -v '"leaf"\\|"receipt"'
 
 # 8. An auditor checks the receipt against the node's ledger key, offline
 IDX=$({_get('["ledger_index"]')} < /tmp/certex-pull.json)
