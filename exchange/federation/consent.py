@@ -21,10 +21,12 @@ from exchange.node import Node
 from exchange.pull.service import ConsentTerms
 
 
-def _home_key(node: Node, home: str, header: Mapping[str, Any]) -> Ed25519PublicKey:
+def _home_key(node: Node, home: str, header: Mapping[str, Any],
+              owner: str = "node:consent") -> Ed25519PublicKey:
+    """Node ``home``'s public key ``kid``: this node's own (``owner``) or the federation file's."""
     if home == node.settings.node:
         with node.reads() as session:
-            return node.keys.public_key(session, header.get("kid"), "node:consent")
+            return node.keys.public_key(session, header.get("kid"), owner)
     assert node.federation is not None
     return node.federation.peer(home).key(header.get("kid"))
 
@@ -83,19 +85,10 @@ def status_reference(artefact_claims: Mapping[str, Any]) -> tuple[str, int]:
     return sl["uri"], sl["idx"]
 
 
-def status_key(node: Node, home: str, header: Mapping[str, Any]) -> Ed25519PublicKey:
-    """The home node's status-list signing key ``kid``."""
-    if home == node.settings.node:
-        with node.reads() as session:
-            return node.keys.public_key(session, header.get("kid"), "node:status")
-    assert node.federation is not None
-    return node.federation.peer(home).key(header.get("kid"))
-
-
 def consent_status(node: Node, cache: StatusCache, home: str, art: VerifiedArtefact) -> int:
     """The consent's status (0 active, 1 revoked) from its home node's list (cached, ttl)."""
     if not art.status_uri.startswith(_home_url(node, home) + "/v1/status-lists/"):
         raise VerificationFailed("the consent's status list is not its home node's",
                                  code="status-uri-mismatch")
-    return cache.status(art.status_uri, art.status_idx,
-                        resolve_key=lambda h: status_key(node, home, h), now=node.clock.now())
+    return cache.status(art.status_uri, art.status_idx, now=node.clock.now(),
+                        resolve_key=lambda h: _home_key(node, home, h, "node:status"))

@@ -43,7 +43,6 @@ log = logging.getLogger("certex.ledger")
 
 LOCK_KEY = 0x63657274_6C656467  # "certledg": the advisory lock every writer process takes
 RECHECK_AFTER = 0.25  # seconds a caller waits on the writer before looking in the ledger
-ORPHAN_AFTER_MS = 5_000  # kept for compatibility: every writer now appends all committed rows
 _STOP = "__stop__"
 
 
