@@ -116,9 +116,9 @@ def issue(body: IssueBody, node: NodeDep, uow: UowDep, principal: PrincipalDep) 
 
 
 @router.get("/{cert_id}", response_model=CertificateOut, responses=ERRORS, summary="Read")
-def read(cert_id: str, node: NodeDep, uow: UowDep, principal: PrincipalDep) -> CertificateOut:
+def read(cert_id: str, node: NodeDep, principal: PrincipalDep) -> CertificateOut:
     """The issuing agency's view of one of its own certificates."""
-    with uow() as session:
+    with node.reads() as session:
         cert = service.get(session, principal, cert_id)
     return _out(cert, node.base_url)
 

@@ -75,8 +75,8 @@ class ConsentList(BaseModel):
 
 @router.get("", response_model=ConsentList, responses=responses(401),
             summary="The caller's own consents")
-def list_own(node: NodeDep, uow: UowDep, subject: SubjectDep) -> ConsentList:
-    with uow() as session:
+def list_own(node: NodeDep, subject: SubjectDep) -> ConsentList:
+    with node.reads() as session:
         consents = service.list_own(session, subject)
     return ConsentList(consents=[_out(c, node.base_url) for c in consents])
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from exchange.subjects import me
-from gateway.deps import NodeDep, SubjectDep, UowDep
+from gateway.deps import NodeDep, SubjectDep
 from gateway.problems import responses
 
 router = APIRouter(prefix="/v1/me", tags=["subject"])
@@ -31,8 +31,8 @@ class MyCertificates(BaseModel):
 
 @router.get("/certificates", response_model=MyCertificates, responses=responses(401),
             summary="The caller's own certificates")
-def certificates(uow: UowDep, subject: SubjectDep) -> MyCertificates:
-    with uow() as session:
+def certificates(node: NodeDep, subject: SubjectDep) -> MyCertificates:
+    with node.reads() as session:
         certs = me.my_certificates(session, subject)
     return MyCertificates(certificates=[
         MyCertificate(id=c.id, type=c.type, issuer=c.issuer_uscc, status=c.status,
@@ -68,12 +68,11 @@ class AccessLog(BaseModel):
             summary="Every ledger entry about the caller, newest first, with receipts")
 def access_log(
     node: NodeDep,
-    uow: UowDep,
     subject: SubjectDep,
     before: Annotated[int | None, Query(ge=0)] = None,
     limit: Annotated[int, Query(ge=1, le=me.ACCESS_LOG_MAX)] = 100,
 ) -> AccessLog:
-    with uow() as session:
+    with node.reads() as session:
         entries = me.access_log(session, node, subject, before=before, limit=limit)
     return AccessLog(
         entries=[AccessEntry.model_validate(e, from_attributes=True) for e in entries]

@@ -17,8 +17,8 @@ _CACHE = {"Cache-Control": "public, max-age=60"}
 
 
 @router.get("/.well-known/jwks.json", summary="The node's public keys")
-def jwks(node: NodeDep, uow: UowDep) -> Any:
-    with uow() as session:
+def jwks(node: NodeDep) -> Any:
+    with node.reads() as session:
         body = node_jwks(session, node)
     return JSONBody(body, headers=_CACHE)
 
@@ -28,8 +28,8 @@ def jwks(node: NodeDep, uow: UowDep) -> Any:
     summary="SD-JWT VC issuer metadata of an agency (current and retired keys)",
     responses=responses(400, 404),
 )
-def issuer(uscc: str, node: NodeDep, uow: UowDep) -> Any:
-    with uow() as session:
+def issuer(uscc: str, node: NodeDep) -> Any:
+    with node.reads() as session:
         body = issuer_metadata(session, node, uscc)
     return JSONBody(body, headers=_CACHE)
 

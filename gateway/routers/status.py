@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from exchange.status.service import list_token
-from gateway.deps import NodeDep, UowDep
+from gateway.deps import NodeDep
 from gateway.problems import responses
 
 router = APIRouter(tags=["status"])
@@ -19,8 +19,8 @@ router = APIRouter(tags=["status"])
         **responses(404, s200={"content": {"application/statuslist+jwt": {}}}),
     },
 )
-def status_list(list_id: int, node: NodeDep, uow: UowDep) -> Response:
-    with uow() as session:
+def status_list(list_id: int, node: NodeDep) -> Response:
+    with node.reads() as session:
         key = node.keys.current(session, "node:status")
         token = list_token(
             session,

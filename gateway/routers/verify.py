@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from exchange.certificates.online import verify_here
 from exchange.errors import VerificationFailed
-from gateway.deps import NodeDep, UowDep
+from gateway.deps import NodeDep
 from gateway.problems import responses
 
 router = APIRouter(tags=["verify"])
@@ -42,9 +42,9 @@ class VerifyOut(BaseModel):
     responses=responses(400, 413),
     summary="Verify an SD-JWT VC: signature, typ, alg, window, disclosures, status",
 )
-def verify(body: VerifyBody, node: NodeDep, uow: UowDep) -> VerifyOut:
+def verify(body: VerifyBody, node: NodeDep) -> VerifyOut:
     """`valid: true` with the disclosed claims, or `valid: false` with the one reason."""
-    with uow() as session:
+    with node.reads() as session:
         try:
             v = verify_here(session, node, body.credential)
         except VerificationFailed as e:
