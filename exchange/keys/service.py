@@ -4,6 +4,8 @@ everything signed before a rotation still verifies."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,9 +31,16 @@ def agency_owner(uscc: str) -> str:
 class KeyService:
     """Looks keys up in the database and their private halves in the key store."""
 
+    CURRENT_TTL = 2.0  # seconds a process keeps using the key it looked up as current
+
     def __init__(self, keystore: KeyStore, clock: Clock) -> None:
         self._store = keystore
         self._clock = clock
+        # A key's public half never changes (retired keys still verify): cache it for good.
+        self._public: dict[tuple[str, str], Ed25519PublicKey] = {}
+        # Which key is current does change (rotation, maybe in another process): briefly.
+        self._current: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
 
     def create(self, session: Session, owner: str) -> SigningKey:
         """Generate a key for ``owner``; it signs from the moment the transaction commits."""
@@ -47,6 +56,8 @@ class KeyService:
             )
         )
         session.flush()
+        with self._lock:
+            self._current.pop(owner, None)
         return key
 
     def rotate(self, session: Session, owner: str) -> SigningKey:
@@ -60,7 +71,12 @@ class KeyService:
         return self.create(session, owner)
 
     def current(self, session: Session, owner: str) -> SigningKey:
-        """The key ``owner`` signs with now."""
+        """The key ``owner`` signs with now (a rotation elsewhere shows within CURRENT_TTL)."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._current.get(owner)
+        if hit is not None and hit[1] > now:
+            return self._store.load(hit[0])
         kid = session.scalar(
             select(KeyRecord.kid)
             .where(KeyRecord.owner == owner, KeyRecord.retired_at.is_(None))
@@ -69,7 +85,10 @@ class KeyService:
         )
         if kid is None:
             raise ConfigurationError(f"no signing key for {owner}; run `certex init`")
-        return self._store.load(kid)
+        key = self._store.load(kid)
+        with self._lock:
+            self._current[owner] = (kid, now + self.CURRENT_TTL)
+        return key
 
     def published(self, session: Session, owner_prefix: str) -> list[dict[str, Any]]:
         """Public JWKs (current and retired) of every owner starting with ``owner_prefix``."""
@@ -84,7 +103,14 @@ class KeyService:
         """The public key ``kid`` of ``owner`` (current or retired); VerificationFailed if none."""
         if not isinstance(kid, str):
             raise VerificationFailed("the header has no kid", code="unknown-key")
+        with self._lock:
+            cached = self._public.get((kid, owner))
+        if cached is not None:
+            return cached
         rec = session.get(KeyRecord, kid)
         if rec is None or rec.owner != owner:
             raise VerificationFailed(f"no key {kid!r} belongs to {owner}", code="unknown-key")
-        return public_key_from_jwk(rec.public_jwk)
+        key = public_key_from_jwk(rec.public_jwk)
+        with self._lock:
+            self._public[(kid, owner)] = key
+        return key

@@ -82,7 +82,6 @@ class StatusListRecord(Base):
     purpose: Mapped[str] = mapped_column(String(32))
     size: Mapped[int] = mapped_column(Integer)
     bits: Mapped[int] = mapped_column(SmallInteger)
-    allocated: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

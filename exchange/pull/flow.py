@@ -67,10 +67,10 @@ def run_pull(node: Node, principal: Principal, req: PullRequest, *, holder: str 
     decision, index = _decide(node, prepared)
     if not decision.granted:
         raise _refuse(decision, index)
-    own = receipt(node, index)
     if not prepared.forwarding:
         result = release(node, decision, index)
-        return PullOutcome(result.credentials, own, index, {me: own})
+        return PullOutcome(result.credentials, result.receipt, index, {me: result.receipt})
+    own = receipt(node, index)
     try:
         answer = fed.forward(node, prepared, request_id or secrets.token_urlsafe(16), own, index)
     except PeerUnavailable as e:

@@ -1,7 +1,7 @@
 """Status-list allocation and publication (IETF Token Status List, 2 bits per entry).
 
-Indices are drawn at random from a large list (herd privacy) and never reused. A list is
-closed to new allocations once half full, so random draws stay cheap.
+Indices are drawn at random from a large list (herd privacy) and never reused; a list that
+random draws keep finding taken is closed and the next one opened.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,6 +22,7 @@ from exchange.status.codec import StatusList, status_list_claims
 LIST_SIZE = 1 << 17  # 131,072 entries: 32 KiB at 2 bits before compression
 BITS = 2
 VALID, REVOKED, SUSPENDED = 0, 1, 2
+FULL_AFTER_COLLISIONS = 5
 STATUS_CODES = {"valid": VALID, "revoked": REVOKED, "suspended": SUSPENDED}
 STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
 
@@ -30,43 +31,46 @@ def list_uri(base_url: str, list_id: int) -> str:
     return f"{base_url}/v1/status-lists/{list_id}"
 
 
-def _open_list(session: Session, purpose: str, clock: Clock) -> StatusListRecord:
-    rec = session.scalar(
+def _newest_list(session: Session, purpose: str) -> StatusListRecord | None:
+    return session.scalar(
         select(StatusListRecord)
-        .where(StatusListRecord.purpose == purpose, StatusListRecord.allocated < LIST_SIZE // 2)
-        .order_by(StatusListRecord.id)
+        .where(StatusListRecord.purpose == purpose)
+        .order_by(StatusListRecord.id.desc())
         .limit(1)
     )
-    if rec is None:
-        rec = StatusListRecord(
-            purpose=purpose,
-            size=LIST_SIZE,
-            bits=BITS,
-            allocated=0,
-            created_at=datetime.fromtimestamp(clock.now(), UTC),
-        )
-        session.add(rec)
-        session.flush()
+
+
+def _new_list(session: Session, purpose: str, clock: Clock) -> StatusListRecord:
+    rec = StatusListRecord(
+        purpose=purpose, size=LIST_SIZE, bits=BITS,
+        created_at=datetime.fromtimestamp(clock.now(), UTC),
+    )
+    session.add(rec)
+    session.flush()
     return rec
 
 
 def allocate(
     session: Session, purpose: str, clock: Clock, rng: secrets.SystemRandom
 ) -> tuple[int, int]:
-    """A fresh (list id, random index) for ``purpose``; the entry starts VALID."""
-    rec = _open_list(session, purpose, clock)
+    """A fresh (list id, random index) for ``purpose``; the entry starts VALID.
+
+    No counter is kept: a shared counter row would serialise every issuance on its lock.
+    A list counts as full when ``FULL_AFTER_COLLISIONS`` random draws in a row hit taken
+    indices (around 75 % filled), and the next list is opened.
+    """
+    rec = _newest_list(session, purpose) or _new_list(session, purpose, clock)
+    collisions = 0
     for _ in range(64):
         idx = rng.randrange(rec.size)
         try:
             with session.begin_nested():
                 session.add(StatusEntry(list_id=rec.id, idx=idx, status=VALID))
         except IntegrityError:
-            continue  # taken (here or by a concurrent process): draw again
-        session.execute(
-            update(StatusListRecord)
-            .where(StatusListRecord.id == rec.id)
-            .values(allocated=StatusListRecord.allocated + 1)
-        )
+            collisions += 1  # taken (here or by a concurrent process): draw again
+            if collisions >= FULL_AFTER_COLLISIONS:
+                rec, collisions = _new_list(session, purpose, clock), 0
+            continue
         return rec.id, idx
     raise RuntimeError("could not draw a free status index in 64 tries")  # pragma: no cover
 

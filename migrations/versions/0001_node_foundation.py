@@ -57,7 +57,6 @@ def upgrade() -> None:
         sa.Column("purpose", sa.String(32), nullable=False),
         sa.Column("size", sa.Integer(), nullable=False),
         sa.Column("bits", sa.SmallInteger(), nullable=False),
-        sa.Column("allocated", sa.Integer(), nullable=False),
         sa.Column("created_at", TS, nullable=False),
     )
     op.create_table(

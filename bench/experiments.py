@@ -1,0 +1,208 @@
+"""Candidate hot-path fixes, measured without editing the product.
+
+Each patch is applied at runtime, only inside processes the bench starts: the server (this
+module's app factory wraps ``gateway.app.create_app``) or the ledger-appends task. So the
+bench can say what a change to ``exchange/`` would buy before anyone makes it; PROFILE.md
+describes the real change each one stands for. Selected by ``CERTEX_BENCH_PATCHES``
+(comma-separated):
+
+``receipt-once``   a granted pull computes its tlog-proof receipt once. Today
+                   ``exchange.pull.flow.run_pull`` calls ``ledger.service.receipt(index)`` and
+                   ``pull.service.release`` calls it again for the same index (its result is
+                   discarded): 3 queries and a pool checkout twice. Here the second call is
+                   served from the first.
+``status-hint``    status-index allocation no longer runs ``UPDATE status_lists SET allocated =
+                   allocated + 1`` inside the issuing transaction, where the row lock is held
+                   until that transaction commits and so serialises every issuance. The
+                   counter is only a capacity hint (collisions are caught by the primary key);
+                   here it is simply not maintained (a list then never closes, which a bench
+                   run never notices). Bumping it on a second pooled connection from inside
+                   the request, as a first version of this patch did, exhausts the pool
+                   (40 threads each holding one connection and waiting for another) and
+                   deadlocks the node: the real fix must not do that.
+``key-cache``      ``KeyService.public_key`` memoises (kid, owner) → public key: a key record's
+                   public half never changes, retired keys still verify.
+``subject-batch``  the ledger writer fetches the last index of every distinct subject in the
+                   batch with one grouped query instead of one ``SELECT max(idx)`` per subject.
+``threads-N``      the app runs its sync routes on N threadpool threads instead of AnyIO's
+                   default 40 (set in the lifespan), so fewer threads fight over one GIL.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from typing import Any, cast
+
+PATCHES = ("receipt-once", "status-hint", "key-cache", "subject-batch", "threads-N")
+
+
+def apply(names: str | None = None) -> list[str]:
+    """Apply the patches named in ``names`` (default: ``CERTEX_BENCH_PATCHES``)."""
+    wanted = [n.strip() for n in (names or os.environ.get("CERTEX_BENCH_PATCHES", "")).split(",")
+              if n.strip()]
+    for name in wanted:
+        if name.startswith("threads-") and name[8:].isdigit():
+            continue  # applied by create_app, inside the server's event loop
+        if name not in PATCHES:
+            raise SystemExit(f"unknown patch {name!r}; known: {', '.join(PATCHES)}")
+        {"receipt-once": _receipt_once, "status-hint": _status_hint, "key-cache": _key_cache,
+         "subject-batch": _subject_batch}[name]()
+    return wanted
+
+
+def create_app() -> Any:
+    """``uvicorn bench.experiments:create_app --factory``: the node with the patches."""
+    from contextlib import asynccontextmanager
+
+    from gateway.app import create_app as node_app
+
+    applied = apply()
+    app = node_app()
+    threads = next((int(n[8:]) for n in applied if n.startswith("threads-")), None)
+    if threads is not None:
+        inner = app.router.lifespan_context
+
+        @asynccontextmanager
+        async def lifespan(a: Any) -> Any:
+            import anyio.to_thread
+
+            anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+            async with inner(a) as state:
+                yield state
+
+        app.router.lifespan_context = lifespan
+    return app
+
+
+def _receipt_once() -> None:
+    import exchange.ledger.service as ledger_service
+    import exchange.pull.flow as flow
+    import exchange.pull.service as pull_service
+
+    original = ledger_service.receipt
+    made: OrderedDict[int, str] = OrderedDict()
+    lock = threading.Lock()
+
+    def receipt(node: Any, index: int) -> str:
+        with lock:
+            hit = made.pop(index, None)
+        if hit is not None:
+            return hit
+        value = original(node, index)
+        with lock:
+            made[index] = value
+            while len(made) > 4096:
+                made.popitem(last=False)
+        return value
+
+    flow.receipt = receipt  # type: ignore[attr-defined]
+    pull_service.receipt = receipt  # type: ignore[attr-defined]
+
+
+def _status_hint() -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    import exchange.status.service as status
+    from exchange.persistence.models import StatusEntry
+
+    def allocate(session: Any, purpose: str, clock: Any, rng: Any) -> tuple[int, int]:
+        rec = status._open_list(session, purpose, clock)
+        for _ in range(64):
+            idx = rng.randrange(rec.size)
+            try:
+                with session.begin_nested():
+                    session.add(StatusEntry(list_id=rec.id, idx=idx, status=status.VALID))
+            except IntegrityError:
+                continue
+            return rec.id, idx
+        raise RuntimeError("could not draw a free status index in 64 tries")
+
+    status.allocate = allocate
+
+
+def _key_cache() -> None:
+    from exchange.keys.service import KeyService
+
+    original = KeyService.public_key
+    cache: dict[tuple[object, str], Any] = {}
+
+    def public_key(self: KeyService, session: Any, kid: object, owner: str) -> Any:
+        hit = cache.get((kid, owner))
+        if hit is None:
+            hit = cache[(kid, owner)] = original(self, session, kid, owner)
+        return hit
+
+    KeyService.public_key = public_key  # type: ignore[method-assign]
+
+
+class _Rows:
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def all(self) -> list[Any]:
+        return self._rows
+
+
+class _Scalar:
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def scalar_one_or_none(self) -> Any:
+        return self._value
+
+
+class _SubjectPrefetch:
+    """A Connection proxy for one writer batch: when the writer reads the outbox, the last
+    index of every subject in it is fetched with one grouped query; the per-subject
+    ``SELECT max(idx)`` that follows is answered from that. Everything else passes through."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._last: dict[str, Any] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def execute(self, stmt: Any, *args: Any, **kw: Any) -> Any:
+        from sqlalchemy import Select, func, select, text
+
+        from exchange.persistence.models import LedgerEntry
+
+        froms = stmt.get_final_froms() if isinstance(stmt, Select) else ()
+        table = getattr(froms[0], "name", "") if len(froms) == 1 else ""
+        if table == "ledger_outbox":
+            rows = self._conn.execute(stmt, *args, **kw).all()
+            subjects = sorted({e.get("subject") for _, _, e in rows if e.get("subject")})
+            self._last = dict.fromkeys(subjects)
+            if subjects and self._conn.dialect.name == "postgresql":
+                # One round trip; each subject is one backward index-only probe.
+                self._last.update(self._conn.execute(text(
+                    "SELECT s, (SELECT max(idx) FROM ledger_entries WHERE subject = s) "
+                    "FROM unnest(CAST(:subjects AS text[])) AS s"), {"subjects": subjects}
+                ).all())
+            elif subjects:
+                self._last.update(self._conn.execute(
+                    select(LedgerEntry.subject, func.max(LedgerEntry.idx))
+                    .where(LedgerEntry.subject.in_(subjects)).group_by(LedgerEntry.subject)
+                ).all())
+            return _Rows(rows)
+        if (self._last is not None and table == "ledger_entries"
+                and len(stmt.selected_columns) == 1
+                and getattr(stmt.selected_columns[0], "name", "") == "max"):
+            subject = getattr(getattr(stmt.whereclause, "right", None), "value", None)
+            if subject in self._last:
+                return _Scalar(self._last[subject])
+        return self._conn.execute(stmt, *args, **kw)
+
+
+def _subject_batch() -> None:
+    from exchange.ledger.writer import LedgerWriter
+
+    original = LedgerWriter._append_locked
+
+    def _append_locked(self: LedgerWriter, conn: Any) -> dict[str, int]:
+        return original(self, cast(Any, _SubjectPrefetch(conn)))
+
+    LedgerWriter._append_locked = _append_locked  # type: ignore[method-assign]

@@ -1,0 +1,133 @@
+"""The machine's own limits, measured in the same run as the node's figures.
+
+``python -m bench.limits ed25519 | hashlib N | pg-insert URL ROWS_PER_BATCH SECONDS``,
+each printing one JSON line. Bare means bare: no framework, no ORM, no JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from hashlib import sha256
+from typing import Any
+
+
+def ed25519(seconds: float = 0.6) -> dict[str, Any]:
+    """Raw pyca/cryptography Ed25519 sign and verify rates over a 300-byte message."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    pub = key.public_key()
+    msg = os.urandom(300)
+    sig = key.sign(msg)
+    out: dict[str, Any] = {}
+    for name, op in (("sign", lambda: key.sign(msg)), ("verify", lambda: pub.verify(sig, msg))):
+        n, t0 = 0, time.perf_counter()
+        end = t0 + seconds
+        while True:
+            for _ in range(200):
+                op()
+            n += 200
+            if time.perf_counter() >= end:
+                break
+        out[f"{name}_per_s"] = n / (time.perf_counter() - t0)
+    return out
+
+
+def _chained_leaves(n: int) -> list[bytes]:
+    """~300-byte leaves, each embedding its predecessor's leaf hash at bytes [12, 44)."""
+    body = b"," + b"x" * 259 + b"}"
+    leaves, prev = [], b"\0" * 32
+    for i in range(n):
+        leaf = b'{"i":%07d' % (i % 10_000_000) + prev + body  # 12 + 32 + 261 bytes
+        leaves.append(leaf)
+        prev = sha256(b"\x00" + leaf).digest()
+    return leaves
+
+
+def hashlib_chain_root(n: int) -> dict[str, Any]:
+    """Time to hash n ~300-byte leaves (RFC 6962 leaf prefix), check each links to the
+    previous hash, and fold them into the Merkle root as RootBuilder does."""
+    leaves = _chained_leaves(n)
+    t0 = time.perf_counter()
+    prev = b"\0" * 32
+    stack: list[bytes] = []
+    for i, leaf in enumerate(leaves):
+        if leaf[12:44] != prev:
+            raise RuntimeError(f"chain broken at {i}")
+        h = sha256(b"\x00" + leaf).digest()
+        prev = h
+        k = i
+        while k & 1:
+            h = sha256(b"\x01" + stack.pop() + h).digest()
+            k >>= 1
+        stack.append(h)
+    root = stack[-1]
+    for left in reversed(stack[:-1]):
+        root = sha256(b"\x01" + left + root).digest()
+    seconds = time.perf_counter() - t0
+    return {"entries": n, "seconds": seconds, "per_s": n / seconds,
+            "leaf_bytes": len(leaves[0]), "root": root.hex()}
+
+
+def pg_insert(url: str, batch: int, seconds: float) -> dict[str, Any]:
+    """Committed batches of ledger-sized rows (bigint, ~400-byte leaf, 32-byte hash), one
+    connection, synchronous_commit on: executemany (pipelined) and binary COPY."""
+    import psycopg
+
+    url = url.replace("postgresql+psycopg://", "postgresql://")
+    out: dict[str, Any] = {"batch": batch}
+    leaf = os.urandom(200).hex().encode()[:400]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = on")
+        out["fsync"] = conn.execute("SHOW fsync").fetchone()[0]  # type: ignore[index]
+        out["synchronous_commit"] = conn.execute("SHOW synchronous_commit").fetchone()[0]  # type: ignore[index]
+        out["wal_sync_method"] = conn.execute("SHOW wal_sync_method").fetchone()[0]  # type: ignore[index]
+        for mode in ("executemany", "copy"):
+            conn.execute("DROP TABLE IF EXISTS bench_raw")
+            conn.execute("CREATE TABLE bench_raw (idx bigint PRIMARY KEY, leaf bytea NOT NULL,"
+                         " leaf_hash bytea NOT NULL)")
+            idx, batches, t0 = 0, 0, time.perf_counter()
+            end = t0 + seconds
+            while time.perf_counter() < end:
+                rows = [(idx + j, leaf, sha256(leaf + str(idx + j).encode()).digest())
+                        for j in range(batch)]
+                with conn.transaction(), conn.cursor() as cur:
+                    if mode == "executemany":
+                        cur.executemany("INSERT INTO bench_raw (idx, leaf, leaf_hash) "
+                                        "VALUES (%s, %s, %s)", rows)
+                    else:
+                        with cur.copy("COPY bench_raw (idx, leaf, leaf_hash) FROM STDIN "
+                                      "(FORMAT BINARY)") as copy:
+                            copy.set_types(["int8", "bytea", "bytea"])
+                            for r in rows:
+                                copy.write_row(r)
+                idx += batch
+                batches += 1
+            wall = time.perf_counter() - t0
+            out[f"{mode}_rows_per_s"] = idx / wall
+            out[f"{mode}_commit_ms"] = wall / batches * 1000
+        conn.execute("DROP TABLE IF EXISTS bench_raw")
+    out["rows_per_s"] = max(out["executemany_rows_per_s"], out["copy_rows_per_s"])
+    return out
+
+
+def main() -> int:
+    what, *args = sys.argv[1:]
+    if what == "ed25519":
+        r = ed25519()
+    elif what == "hashlib":
+        r = hashlib_chain_root(int(args[0]))
+    elif what == "pg-insert":
+        r = pg_insert(args[0], int(args[1]), float(args[2]))
+    else:
+        print(f"unknown limit {what}", file=sys.stderr)
+        return 2
+    print(json.dumps(r), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,307 @@
+"""In-process measurements against a seeded node's database, each run as its own process:
+
+``python -m bench.tasks appends THREADS SECONDS``  durable ledger appends: THREADS threads,
+    each recording an event through ``log_event`` in its own transaction, committing, and
+    waiting on ``commit_wait`` — exactly what a request handler does — through one
+    :class:`Node` whose group-commit writer appends them.
+``python -m bench.tasks inclusion SAMPLES``  ``exchange.ledger.store.inclusion`` latency for
+    random indices in the whole tree, one connection, sequential calls.
+``python -m bench.tasks audit DIR``  ``certex ledger export`` of the whole ledger to a file
+    (the library call behind the verb), then the offline audit of that file.
+``python -m bench.tasks statements WORLD.json``  SQL statements, commits and pool checkouts
+    per request (issue, verify, pull, status, inclusion), the writer's batch included.
+
+The node comes from the ``CERTEX_*`` environment. Each prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def appends(threads: int, seconds: float) -> dict[str, Any]:
+    from sqlalchemy import func, select
+
+    from bench.experiments import apply
+    from exchange.ledger.leaf import Event
+    from exchange.ledger.service import commit_wait, log_event, subject_pseudonym
+    from exchange.node import Node
+    from exchange.persistence.models import LedgerCheckpoint
+    from exchange.settings import Settings
+
+    patches = apply()  # CERTEX_BENCH_PATCHES, for --experiments
+    node = Node.open(Settings(), pool_size=threads + 2)
+    node.start_ledger()
+
+    def checkpoints() -> int:
+        with node.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(LedgerCheckpoint))
+                       .scalar_one())
+
+    subjects = [subject_pseudonym(node, f"bench-append-{i}") for i in range(256)]
+    warm_end = time.perf_counter() + 1.0
+    end = warm_end + seconds
+    counts = [0] * threads
+    waits: list[list[float]] = [[] for _ in range(threads)]
+    errors: list[str] = []
+    start_gate = threading.Barrier(threads + 1)
+
+    def worker(t: int) -> None:
+        start_gate.wait()
+        i = 0
+        try:
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= end:
+                    return
+                sha = hashlib.sha256(f"{t}/{i}".encode()).hexdigest()
+                with node.sessions.begin() as session:
+                    log_event(session, node, Event(
+                        kind="pull", actor="bench-appends", outcome="granted",
+                        subject=subjects[(t * 7 + i) % len(subjects)], request_sha256=sha))
+                commit_wait(node, session)
+                t1 = time.perf_counter()
+                if t0 >= warm_end and t1 <= end:
+                    counts[t] += 1
+                    waits[t].append(t1 - t0)
+                i += 1
+        except Exception as e:
+            errors.append(repr(e))
+
+    pool = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(threads)]
+    for th in pool:
+        th.start()
+    start_gate.wait()
+    time.sleep(max(0.0, warm_end - time.perf_counter()))
+    cp0, cpu0, t0 = checkpoints(), _cpu(), time.perf_counter()
+    time.sleep(max(0.0, end - time.perf_counter()))
+    cp1, cpu1, wall = checkpoints(), _cpu(), time.perf_counter() - t0
+    for th in pool:
+        th.join(timeout=30)
+    node.close()
+    done = sum(counts)
+    lat = [x for w in waits for x in w]
+    batches = max(1, cp1 - cp0)
+    return {"threads": threads, "seconds": seconds, "appends": done, "per_s": done / seconds,
+            "p50_ms": _pct(lat, 50) * 1000, "p99_ms": _pct(lat, 99) * 1000,
+            "batches": cp1 - cp0, "mean_batch": done / batches,
+            "cpu_cores": (cpu1 - cpu0) / wall, "errors": errors[:3], "patches": patches}
+
+
+def inclusion(samples: int) -> dict[str, Any]:
+    from exchange.ledger import merkle, store
+    from exchange.node import Node
+    from exchange.settings import Settings
+
+    node = Node.open(Settings(), pool_size=2)
+    rng = random.Random(1)  # bench sampling, not a secret
+    times: list[float] = []
+    try:
+        with node.engine.connect() as conn:
+            size = store.tree_size(conn)
+            cp = store.latest_checkpoint(conn)
+            assert cp is not None
+            for _ in range(min(50, samples)):  # warm the connection and caches
+                store.inclusion(conn, rng.randrange(cp.size), cp.size)
+            for _ in range(samples):
+                i = rng.randrange(cp.size)
+                t0 = time.perf_counter()
+                proof = store.inclusion(conn, i, cp.size)
+                times.append(time.perf_counter() - t0)
+            # The last proof really proves: leaf i is in the signed tree.
+            from sqlalchemy import select
+
+            from exchange.persistence.models import LedgerEntry
+
+            leaf = conn.execute(select(LedgerEntry.leaf).where(LedgerEntry.idx == i)).scalar_one()
+            merkle.verify_inclusion(merkle.leaf_hash(bytes(leaf)), i, cp.size, proof, cp.root)
+    finally:
+        node.close()
+    return {"tree_size": size, "checkpoint_size": cp.size, "samples": samples,
+            "p50_ms": _pct(times, 50) * 1000, "p99_ms": _pct(times, 99) * 1000,
+            "max_ms": max(times) * 1000, "path_length": len(proof)}
+
+
+def audit(workdir: Path) -> dict[str, Any]:
+    from exchange.ledger.service import verifier_key
+    from exchange.node import Node
+    from exchange.settings import Settings
+
+    node = Node.open(Settings(), pool_size=2)
+    path = workdir / "ledger-export.jsonl"
+    out: dict[str, Any] = {}
+    try:
+        vkey = verifier_key(node)
+        t0 = time.perf_counter()
+        try:
+            from exchange.ledger.export import export_ledger
+
+            with path.open("w") as f:
+                summary = export_ledger(node, f)
+            out["export"] = "exchange.ledger.export.export_ledger"
+            out["entries"] = summary.entries
+        except ImportError:
+            out["export"] = "bench: store.iter_entries"
+            out["entries"] = _export_fallback(node, path)
+        out["export_seconds"] = time.perf_counter() - t0
+    finally:
+        node.close()
+    out["export_bytes"] = path.stat().st_size
+    out["vkey"] = vkey
+    out.update(_audit_file(path, vkey))
+    path.unlink()
+    return out
+
+
+def _export_fallback(node: Any, path: Path) -> int:
+    import base64
+
+    from exchange.ledger import store
+
+    n = 0
+    with node.engine.connect() as conn, path.open("w") as f:
+        for e in store.iter_entries(conn):
+            f.write(json.dumps({"index": e.index, "leaf": base64.b64encode(e.leaf).decode()})
+                    + "\n")
+            n += 1
+    return n
+
+
+def _audit_file(path: Path, vkey: str) -> dict[str, Any]:
+    """Time the offline audit of an export (the library behind ``certex audit verify``)."""
+    from exchange.ledger.note import Verifier
+
+    verifier = Verifier.from_vkey(vkey)
+    try:
+        from exchange.ledger.audit import audit_export
+    except ImportError:
+        return _audit_fallback(path)
+    t0 = time.perf_counter()
+    with path.open() as f:
+        report = audit_export(f, verifier=verifier)
+    seconds = time.perf_counter() - t0
+    return {"audit": "exchange.ledger.audit.audit_export", "audit_seconds": seconds,
+            "audited_size": report.checkpoint.size}
+
+
+def _audit_fallback(path: Path) -> dict[str, Any]:
+    """No audit module yet: decode_leaf + chain + RootBuilder over the exported entries."""
+    import base64
+
+    from exchange.ledger.leaf import decode_leaf
+    from exchange.ledger.merkle import RootBuilder, leaf_hash
+
+    t0 = time.perf_counter()
+    builder, prev, n = RootBuilder(), b"\0" * 32, 0
+    with path.open() as f:
+        for line in f:
+            obj = json.loads(line)
+            if "leaf" not in obj:
+                continue
+            raw = base64.b64decode(obj["leaf"])
+            leaf = decode_leaf(raw)
+            if leaf.prev != prev or leaf.index != n:
+                raise RuntimeError(f"chain broken at {n}")
+            prev = leaf_hash(raw)
+            builder.append(prev)
+            n += 1
+    builder.root()
+    return {"audit": "bench: decode_leaf + RootBuilder (no exchange.ledger.audit)",
+            "audit_seconds": time.perf_counter() - t0, "audited_size": n}
+
+
+def statements(world_path: Path) -> dict[str, Any]:
+    """SQL statements, commits and pool checkouts per request, the ledger writer's included:
+    each request is sent alone through the real app (in-process), after one warm-up, and
+    the writer's batch for it (a batch of one) is counted too."""
+    import collections
+    import warnings
+
+    from fastapi.testclient import TestClient
+    from sqlalchemy import event
+
+    from bench.run import build_requests
+    from exchange.node import Node
+    from exchange.settings import Settings
+    from gateway.app import create_app
+
+    warnings.simplefilter("ignore")
+    world = json.loads(world_path.read_text())
+    node = Node.open(Settings(), pool_size=5)
+    counts: collections.Counter[str] = collections.Counter()
+    seen: list[str] = []
+
+    @event.listens_for(node.engine, "before_cursor_execute")
+    def _statement(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        counts["statements"] += 1
+        seen.append(" ".join(statement.split())[:100])
+
+    @event.listens_for(node.engine, "commit")
+    def _commit(_c: Any) -> None:
+        counts["commits"] += 1
+
+    @event.listens_for(node.engine, "checkout")
+    def _checkout(*_: Any) -> None:
+        counts["checkouts"] += 1
+
+    out: dict[str, Any] = {}
+    base = node.base_url
+    with TestClient(create_app(node), base_url=base) as http:
+        reqs = build_requests(base, world, post=http.post)
+        for phase in ("issue", "verify", "pull", "status", "inclusion"):
+            for r in reqs[phase][:2]:
+                time.sleep(0.3)  # the writer is idle: the next batch is this request's alone
+                counts.clear()
+                seen.clear()
+                resp = http.request(r.method, r.path, content=r.body or None,
+                                    headers={**dict(r.headers), "Content-Type": r.content_type})
+                time.sleep(0.3)
+            out[phase] = {"status": resp.status_code, **counts, "sql": list(seen)}
+            print(f"{phase}: HTTP {resp.status_code}, {counts['statements']} SQL statements, "
+                  f"{counts['commits']} commits, {counts['checkouts']} pool checkouts")
+            if phase in ("pull", "issue"):
+                for s in seen:
+                    print(f"    {s}")
+    node.close()
+    return {k: {x: y for x, y in v.items() if x != "sql"} for k, v in out.items()}
+
+
+def main() -> int:
+    what, *args = sys.argv[1:]
+    if what == "appends":
+        r = appends(int(args[0]), float(args[1]))
+    elif what == "inclusion":
+        r = inclusion(int(args[0]))
+    elif what == "audit":
+        r = audit(Path(args[0]))
+    elif what == "statements":
+        r = statements(Path(args[0]))
+    else:
+        print(f"unknown task {what}", file=sys.stderr)
+        return 2
+    print(json.dumps(r), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
