@@ -32,6 +32,11 @@ A province node of the cross-agency electronic certificate exchange (一网通�
 * Agencies authenticate with `private_key_jwt` (RFC 7523) at `POST /oauth2/token` and issue
   certificates as SD-JWT VCs (RFC 9901, draft-ietf-oauth-sd-jwt-vc) signed with Ed25519.
 * Status is published as IETF Token Status Lists (2 bits: 0 valid, 1 revoked, 2 suspended).
+* Subjects grant consents per item and claim; banks pull by item code under a consent and get
+  only the permitted disclosures plus a C2SP `tlog-proof@v1` receipt. Every access, granted or
+  denied, is in an RFC 6962 Merkle, hash-chained ledger with signed C2SP checkpoints.
+* Across provinces the bank's node forwards a signed request to the holding node; the bank
+  gets both nodes' receipts.
 * Every error is an RFC 9457 `application/problem+json` document with a stable `type` URI
   (`urn:certex:problem:<code>`), except `POST /oauth2/token`, which answers RFC 6749 §5.2.
 """
