@@ -10,6 +10,7 @@ import base64
 import json
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -364,3 +365,76 @@ def test_peer_killed_then_restarted(fed: Fed) -> None:
     r = fed.pull("50", "bank-cq-1", e, BANK_ITEM, consent, request_id="retry-crash-0001")
     assert r.status_code == 200, r.text
     assert set(r.json()["receipts"]) == {"50", "44"}
+
+
+def _person_with_property(fed: Fed, tag: str) -> str:
+    import random
+
+    person = generate_resident_id(random.Random(tag), region="310104")
+    fed.issue("44", fed.gd_land, "property-certificate", person, {  # type: ignore[attr-defined]
+        "certificate_number": f"粤(2024)广州市不动产权第{zlib.crc32(tag.encode()) % 10**7:07d}号",
+        "owner_name": "赵七", "location": "广州市越秀区", "unit_number": "440104001001GB00001F0001",
+        "right_type": "国有建设用地使用权/房屋所有权", "usage": "住宅", "area_m2": 70.0})
+    fed.issue("44", fed.gd_land, "resident-id", person, {  # type: ignore[attr-defined]
+        "name": "赵七", "sex": "女", "ethnicity": "汉", "birth_date": "1990-01-01",
+        "address": "上海市徐汇区", "issuing_authority": "上海市公安局徐汇分局"})
+    return person
+
+
+def _uses(fed: Fed, home: str, consent: str) -> int:
+    from exchange.persistence.models import Consent
+
+    n = fed.node(home)
+    try:
+        with n.reads() as s:
+            return int(s.get(Consent, consent).uses)  # type: ignore[union-attr]
+    finally:
+        n.close()
+
+
+def test_revocation_at_a_third_node_home_is_immediate(fed: Fed) -> None:
+    """Requester 50, holder 44, home 31: every granted pull counts a use at the home node, so
+    a revocation there stops pulls at once, whatever status lists are cached elsewhere."""
+    person = _person_with_property(fed, "sh-revoke")
+    consent = fed.grant("31", person, "50:bank-cq-1", HOUSING_ITEM)
+    assert fed.pull("50", "bank-cq-1", person, HOUSING_ITEM, consent, holder="44").status_code \
+        == 200
+    r = httpx.delete(f"{fed.url('31')}/v1/consents/{consent}", headers=fed.subject("31", person))
+    assert r.status_code == 204
+    r = fed.pull("50", "bank-cq-1", person, HOUSING_ITEM, consent, holder="44")
+    assert r.status_code == 403, r.text
+    assert r.json()["type"].endswith(":consent-revoked")
+    assert "credential" not in r.text
+    assert _uses(fed, "31", consent) == 1
+
+
+def test_holder_frozen_mid_request_then_retry_is_idempotent(fed: Fed) -> None:
+    """The holding node stops answering while it has the request: the bank gets a clear
+    504 and nothing; when the node resumes it may finish the release, and the bank's retry
+    with the same request_id gets that same answer without counting a second use."""
+    import signal
+
+    person = _person_with_property(fed, "sh-frozen")
+    consent = fed.grant("31", person, "50:bank-cq-1", HOUSING_ITEM)
+    holder = fed.lf.nodes["44"].process
+    assert holder is not None
+    holder.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        r = fed.pull("50", "bank-cq-1", person, HOUSING_ITEM, consent, holder="44",
+                     request_id="frozen-holder-0001")
+        assert time.monotonic() - t0 < 20
+        assert r.status_code == 504, r.text
+        assert "credential" not in r.text
+        failed = json.loads(fed.leaf("50", r.json()["ledger_index"]))
+        assert (failed["outcome"], failed["reason"]) == ("failed", "peer-timeout")
+    finally:
+        holder.send_signal(signal.SIGCONT)
+    fed.lf.wait_ready("44")
+    r = fed.pull("50", "bank-cq-1", person, HOUSING_ITEM, consent, holder="44",
+                 request_id="frozen-holder-0001")
+    assert r.status_code == 200, r.text
+    assert sorted(c["type"] for c in r.json()["credentials"]) == ["property-certificate",
+                                                                  "resident-id"]
+    time.sleep(1)
+    assert _uses(fed, "31", consent) == 1
