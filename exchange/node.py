@@ -89,6 +89,8 @@ class Node:
         if self.ledger is not None:
             self.ledger.stop()
             self.ledger = None
+        if self.federation is not None:
+            self.federation.close()
         self.engine.dispose()
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from exchange.crypto.jwk import public_key_from_jwk
@@ -37,10 +38,17 @@ class Peer:
 
 @dataclass(frozen=True, slots=True)
 class Federation:
-    """This node's view of the network."""
+    """This node's view of the network, and one keep-alive HTTP client for talking to it."""
 
     me: str
     nodes: Mapping[str, Peer]
+    http: httpx.Client = field(
+        default_factory=lambda: httpx.Client(
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32)),
+        compare=False, repr=False)
+
+    def close(self) -> None:
+        self.http.close()
 
     def peer(self, province: str) -> Peer:
         """A listed node other than this one; Forbidden for anything else."""

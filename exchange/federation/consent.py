@@ -90,5 +90,6 @@ def consent_status(node: Node, cache: StatusCache, home: str, art: VerifiedArtef
     if not art.status_uri.startswith(_home_url(node, home) + "/v1/status-lists/"):
         raise VerificationFailed("the consent's status list is not its home node's",
                                  code="status-uri-mismatch")
-    return cache.status(art.status_uri, art.status_idx, now=node.clock.now(),
+    http = node.federation.http if node.federation is not None else None
+    return cache.status(art.status_uri, art.status_idx, now=node.clock.now(), http=http,
                         resolve_key=lambda h: _home_key(node, home, h, "node:status"))

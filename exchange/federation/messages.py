@@ -110,7 +110,8 @@ def call_peer(node: Node, province: str, path: str, payload: Mapping[str, Any],
     headers = {HEADER: sign_request(node, peer.base_url, body),
                "Content-Type": "application/json"}
     try:
-        r = httpx.post(peer.base_url + path, content=body, headers=headers, timeout=timeout)
+        r = _federation(node).http.post(peer.base_url + path, content=body, headers=headers,
+                                        timeout=timeout)
     except httpx.TimeoutException as e:
         raise PeerUnavailable(f"node {province} did not answer in {timeout:.0f} s",
                               code="peer-timeout", province=province) from e

@@ -34,7 +34,7 @@ class StatusCache:
         self._lock = threading.Lock()
 
     def status(self, uri: str, idx: int, *, resolve_key: Callable[[Mapping[str, Any]],
-               Ed25519PublicKey], now: float) -> int:
+               Ed25519PublicKey], now: float, http: httpx.Client | None = None) -> int:
         mono = time.monotonic()
         with self._lock:
             hit = self._tokens.get(uri)
@@ -42,7 +42,7 @@ class StatusCache:
         token = hit[0] if hit is not None and fresh else None
         if token is None:
             try:
-                r = httpx.get(uri, timeout=5.0)
+                r = (http or httpx).get(uri, timeout=5.0)
                 r.raise_for_status()
             except httpx.HTTPError as e:
                 raise PeerUnavailable(f"status list {uri} is unreachable",
