@@ -636,7 +636,7 @@ class WaitSampler:
 # -- experiments ---------------------------------------------------------------------------
 
 
-EXPERIMENTS = (("issue", "status-hint"), ("pull", "receipt-once"), ("verify", "key-cache"))
+EXPERIMENTS: tuple[tuple[str, str], ...] = ()  # the three HTTP candidates have landed
 
 
 def experiments(mode: Mode, workdir: Path,
