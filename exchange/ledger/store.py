@@ -135,9 +135,11 @@ def consistency(conn: Connection, first: int, second: int) -> list[bytes]:
     return with_stored_hashes(conn, lambda src: merkle.consistency_proof(first, second, src))
 
 
-def receipt(conn: Connection, index: int) -> str:
-    """A C2SP tlog-proof@v1 receipt for ``index`` under the latest signed checkpoint."""
-    cp = checkpoint_covering(conn, index)
+def receipt(conn: Connection, index: int, cp: StoredCheckpoint | None = None) -> str:
+    """A C2SP tlog-proof@v1 receipt for ``index`` under ``cp`` (default: the latest
+    signed checkpoint, which must cover it)."""
+    if cp is None or cp.size <= index:
+        cp = checkpoint_covering(conn, index)
     path = with_stored_hashes(conn, lambda src: merkle.inclusion_proof(index, cp.size, src))
     return make_receipt(index, path, cp.note)
 

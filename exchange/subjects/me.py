@@ -69,7 +69,7 @@ def access_log(session: Session, node: Node, subject: Subject,
     out = []
     for idx, raw in rows:
         f: dict[str, Any] = orjson.loads(raw)
-        rec = store.receipt(conn, idx) if cp is not None and cp.size > idx else None
+        rec = store.receipt(conn, idx, cp) if cp is not None and cp.size > idx else None
         out.append(AccessLogEntry(
             index=idx, time_ms=f["time_ms"], kind=f["kind"], actor=f["actor"],
             actor_name=names.get(f["actor"]), item=f["item"], certificate=f["certificate"],
