@@ -57,7 +57,7 @@ _DEMO_AGENCIES = (
 )
 
 
-def _uscc(rng: random.Random, region: str, prefix: str) -> str:
+def uscc_with_prefix(rng: random.Random, region: str, prefix: str) -> str:
     """A valid USCC whose first two characters (authority + category) are ``prefix``:
     ``11`` for a government organ (机关), ``91`` for an enterprise (企业)."""
     for _ in range(100_000):
@@ -79,7 +79,7 @@ def seed_demo(session: Session, node: Node, demo_dir: Path) -> dict[str, object]
     demo_dir.mkdir(parents=True, exist_ok=True)
     agencies: dict[str, str] = {}
     for a in _DEMO_AGENCIES:
-        uscc = _uscc(rng, region, "11")
+        uscc = uscc_with_prefix(rng, region, "11")
         agencies[a.key] = uscc
         if session.get(Agency, uscc) is not None:
             continue
@@ -94,7 +94,7 @@ def seed_demo(session: Session, node: Node, demo_dir: Path) -> dict[str, object]
             pub = write_jwk_pair(demo_dir / f"{cid}.jwk", demo_dir / f"{cid}.pub.jwk")
             register_client(session, client_id=cid, name=name, kind=kind, jwk=pub, items=items,
                             now=node.clock.now())
-    enterprise = _uscc(rng, f"{province}0105", "91")
+    enterprise = uscc_with_prefix(rng, f"{province}0105", "91")
     info: dict[str, object] = {
         "agencies": agencies,
         "bank": f"bank-{province}-demo",

@@ -12,24 +12,17 @@ from typing import Annotated
 import httpx
 import typer
 
+from exchange.bootstrap import uscc_with_prefix
 from exchange.catalog.service import get_national_item
 from exchange.clients.agencies import register_agency
 from exchange.clients.service import register_client
 from exchange.clients.tools import client_assertion, signing_key_from_private_jwk, write_jwk_pair
 from exchange.devfed import LocalFederation
-from exchange.identifiers import generate_uscc
 from exchange.node import Node
 from exchange.subjects.service import issue_dev_token
 
 dev_app = typer.Typer(help="Development helpers.", no_args_is_help=True)
 ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-
-
-def _uscc(rng: random.Random, region: str, prefix: str) -> str:
-    while True:
-        code = generate_uscc(rng, region=region)
-        if code.startswith(prefix):
-            return code
 
 
 def _token(base: str, client_id: str, key_file: Path) -> str:
@@ -48,8 +41,8 @@ def seed(lf: LocalFederation) -> dict[str, str]:
     Chongqing bank consent at its home node (44) for 企业银行开户."""
     rng = random.Random("certex-dev-federation")  # noqa: S311  demo identifiers
     demo = lf.root / "demo"
-    agency = _uscc(rng, "440000", "11")
-    enterprise = _uscc(rng, "440106", "91")
+    agency = uscc_with_prefix(rng, "440000", "11")
+    enterprise = uscc_with_prefix(rng, "440106", "91")
     bank = "bank-cq-1"
     item = get_national_item("18001000").basic_code
     n44, n50 = Node.open(lf.settings("44"), pool_size=2), Node.open(lf.settings("50"), pool_size=2)

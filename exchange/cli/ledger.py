@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from exchange.cli.main import _fail, _node, err
+from exchange.cli.main import _fail, _node, err, value_or_file
 from exchange.errors import ExchangeError
 
 ledger_app = typer.Typer(help="The access ledger: export it for auditors.", no_args_is_help=True)
@@ -96,14 +96,8 @@ def _read_vkey(value: str) -> Any:
     """``--vkey``: the verifier key itself, or a file holding it."""
     from exchange.ledger.note import Verifier
 
-    text = value
     try:
-        if Path(value).is_file():
-            text = Path(value).read_text(encoding="utf-8").strip()
-    except OSError:  # not a usable path (too long, ...): take it as the key itself
-        pass
-    try:
-        return Verifier.from_vkey(text)
+        return Verifier.from_vkey(value_or_file(value))
     except ExchangeError as e:
         raise _fail(e) from e
 

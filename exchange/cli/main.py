@@ -68,6 +68,17 @@ def _read_json(path: Path) -> Any:
         raise _fail(e) from e
 
 
+def value_or_file(value: str) -> str:
+    """A CLI value given inline, or the content of the file it names."""
+    try:
+        p = Path(value)
+        if p.is_file():
+            return p.read_text(encoding="utf-8").strip()
+    except OSError:  # too long or otherwise not a path: the value itself
+        pass
+    return value.strip()
+
+
 @app.command()
 def init(
     demo: Annotated[

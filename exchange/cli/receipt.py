@@ -15,17 +15,6 @@ from exchange.errors import ExchangeError
 receipt_app = typer.Typer(help="Ledger receipts (C2SP tlog-proof@v1).", no_args_is_help=True)
 
 
-def _text(value: str) -> str:
-    """The value itself, or the content of the file it names."""
-    try:
-        p = Path(value)
-        if p.is_file():
-            return p.read_text().strip()
-    except OSError:  # too long or otherwise not a path: a literal value
-        pass
-    return value.strip()
-
-
 @receipt_app.command("verify")
 def verify(
     receipt: Annotated[Path, typer.Argument(help="the receipt file")],
@@ -36,12 +25,13 @@ def verify(
 ) -> None:
     """Verify the checkpoint's signature and that this exact leaf is included at the
     receipt's index. Exit 0 only if both hold."""
+    from exchange.cli.main import value_or_file
     from exchange.ledger.note import Verifier
     from exchange.ledger.receipt import verify_receipt
 
     try:
-        verifier = Verifier.from_vkey(_text(vkey))
-        raw = base64.b64decode(_text(leaf), validate=True)
+        verifier = Verifier.from_vkey(value_or_file(vkey))
+        raw = base64.b64decode(value_or_file(leaf), validate=True)
         # A file may carry extra trailing newlines (shells add one); the receipt ends with one.
         text = receipt.read_text().rstrip("\n") + "\n"
         v = verify_receipt(text, verifier=verifier, leaf_bytes=raw)

@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
@@ -22,9 +21,8 @@ from exchange.clients.model import (
     ClientKind,
     Principal,
 )
-from exchange.crypto.encoding import b64url_decode
 from exchange.crypto.jwk import jwk_thumbprint, public_key_from_jwk
-from exchange.crypto.jws import decode_jwt, sign_jwt
+from exchange.crypto.jws import decode_jwt, sign_jwt, unverified_claims
 from exchange.errors import (
     AuthenticationFailed,
     Conflict,
@@ -88,16 +86,10 @@ def register_client(
 
 
 def _unverified_claims(assertion: str) -> dict[str, Any]:
-    parts = assertion.split(".")
-    if len(parts) != 3:
-        raise OAuthError("invalid_client", "client_assertion is not a compact JWS")
     try:
-        claims = orjson.loads(b64url_decode(parts[1]))
-    except (InvalidInput, orjson.JSONDecodeError) as e:
-        raise OAuthError("invalid_client", "client_assertion payload is not JSON") from e
-    if not isinstance(claims, dict):
-        raise OAuthError("invalid_client", "client_assertion payload is not an object")
-    return claims
+        return unverified_claims(assertion)
+    except VerificationFailed as e:
+        raise OAuthError("invalid_client", f"client_assertion is malformed: {e.detail}") from e
 
 
 def exchange_assertion(

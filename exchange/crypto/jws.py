@@ -194,6 +194,15 @@ def _segment_object(segment: str, what: str) -> dict[str, Any]:
     return value
 
 
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The payload of a compact JWS, parsed strictly but NOT verified: only for choosing
+    which keys to verify with. VerificationFailed(code="malformed") if it is not a JWT."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise VerificationFailed("not a compact JWS (three segments)", code="malformed")
+    return _segment_object(parts[1], "payload")
+
+
 def _normalise_typ(value: str) -> str:
     # RFC 7515 §4.1.9: media types compare case-insensitively, "application/" may be omitted.
     value = value.lower()

@@ -8,11 +8,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from exchange.crypto.encoding import b64url_decode
-from exchange.errors import PeerUnavailable
+from exchange.crypto.jws import unverified_claims
+from exchange.errors import PeerUnavailable, VerificationFailed
 from exchange.status.codec import read_status
 
 MAX_TTL = 300
@@ -20,8 +19,8 @@ MAX_TTL = 300
 
 def _ttl_of(token: str) -> int:
     try:
-        ttl = orjson.loads(b64url_decode(token.split(".")[1])).get("ttl", 0)
-    except Exception:
+        ttl = unverified_claims(token).get("ttl", 0)
+    except VerificationFailed:  # unreadable: do not cache (read_status refuses it anyway)
         return 0
     return min(int(ttl), MAX_TTL) if isinstance(ttl, int) and ttl > 0 else 0
 

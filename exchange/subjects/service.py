@@ -8,13 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.orm import Session
 
-from exchange.crypto.encoding import b64url_decode
 from exchange.crypto.jwk import public_key_from_jwk
-from exchange.crypto.jws import ALLOWED_ALGS, decode_jwt, sign_jwt
+from exchange.crypto.jws import ALLOWED_ALGS, decode_jwt, sign_jwt, unverified_claims
 from exchange.errors import (
     AuthenticationFailed,
     Conflict,
@@ -92,13 +90,11 @@ def issue_dev_token(session: Session, node: Node, subject_id: str, ttl: int = DE
 
 
 def _unverified_iss(token: str) -> str:
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise AuthenticationFailed("the subject token is not a compact JWS", code="malformed")
     try:
-        iss = orjson.loads(b64url_decode(parts[1])).get("iss")
-    except (ExchangeError, orjson.JSONDecodeError, AttributeError) as e:
-        raise AuthenticationFailed("the subject token payload is not JSON", code="malformed") from e
+        iss = unverified_claims(token).get("iss")
+    except VerificationFailed as e:
+        raise AuthenticationFailed(f"the subject token is malformed: {e.detail}",
+                                   code="malformed") from e
     if not isinstance(iss, str):
         raise AuthenticationFailed("the subject token has no iss", code="malformed")
     return iss
