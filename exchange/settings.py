@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     access_token_ttl: int = Field(default=600, ge=30, le=600)
     status_list_ttl: int = Field(default=60, ge=0, le=86_400)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    threads: int = Field(
+        default=16, ge=1, le=256,
+        description="worker threads per process for blocking request work (and the size of "
+        "its database connection pool)",
+    )
 
     @field_validator("node")
     @classmethod

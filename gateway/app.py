@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI
 
 from exchange.clients.service import TokenVerifier
@@ -48,12 +49,20 @@ def create_app(node: Node | None = None, settings: Settings | None = None) -> Fa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Blocking route work runs on this many threads (anyio's default is 40): fewer
+        # threads contend less for the GIL and fit the connection pool, so none waits for a
+        # connection or churns overflow connections.
+        to_thread.current_default_thread_limiter().total_tokens = the_node.settings.threads
         the_node.start_ledger()
         yield
         if own_node:
             the_node.close()
 
-    the_node = node or Node.open(settings or Settings())
+    if node is None:
+        settings = settings or Settings()
+        # The request threads, the ledger writer and its waiters' lookups, and a spare.
+        node = Node.open(settings, pool_size=settings.threads + 4)
+    the_node = node
     app = FastAPI(
         title="certex node",
         version="0.1.0",

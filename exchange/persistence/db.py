@@ -23,7 +23,10 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No pre-ping: it costs a round trip on every checkout. A connection the server dropped
+    # fails its statement instead; SQLAlchemy then invalidates the whole pool, so one request
+    # (or one ledger batch, which is retried) sees the error and the next ones reconnect.
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size // 2 + 2)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -52,6 +55,12 @@ def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionm
     """A session factory. ``read_only`` sessions start deferred SQLite transactions (``BEGIN``),
     so reads never wait for — or block — the write lock; they must not write."""
     if read_only:
+        if engine.dialect.name == "postgresql":
+            # Each statement its own snapshot: no BEGIN and ROLLBACK round trips around the
+            # one or two SELECTs a read-only request makes.
+            return sessionmaker(
+                engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+            )
         return sessionmaker(engine.execution_options(sqlite_begin="BEGIN"), expire_on_commit=False)
     return sessionmaker(engine, expire_on_commit=False)
 

@@ -19,7 +19,7 @@ router = APIRouter(tags=["status"])
         **responses(404, s200={"content": {"application/statuslist+jwt": {}}}),
     },
 )
-def status_list(list_id: int, node: NodeDep) -> Response:
+async def status_list(list_id: int, node: NodeDep) -> Response:
     with node.reads() as session:
         key = node.keys.current(session, "node:status")
         token = list_token(

@@ -42,7 +42,7 @@ class VerifyOut(BaseModel):
     responses=responses(400, 413),
     summary="Verify an SD-JWT VC: signature, typ, alg, window, disclosures, status",
 )
-def verify(body: VerifyBody, node: NodeDep) -> VerifyOut:
+async def verify(body: VerifyBody, node: NodeDep) -> VerifyOut:
     """`valid: true` with the disclosed claims, or `valid: false` with the one reason."""
     with node.reads() as session:
         try:
