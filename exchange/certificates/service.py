@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from exchange.certificates.types import get_type
@@ -21,6 +20,7 @@ from exchange.keys.service import agency_owner
 from exchange.ledger.leaf import Event
 from exchange.ledger.service import log_event, request_digest, subject_pseudonym
 from exchange.node import Node
+from exchange.persistence.insert import claim_row
 from exchange.persistence.models import Agency, Certificate
 from exchange.status import service as status
 
@@ -81,45 +81,43 @@ def issue(session: Session, node: Node, principal: Principal, req: IssueRequest)
     for _ in range(8):
         serial = f"{day}{node.rng.randrange(10**8):08d}"
         cert_id = make_certificate_id(ctype.type_code, agency.uscc, serial, 1)
-        if session.get(Certificate, cert_id) is None:
+        # 5. Sign: plain claims per DESIGN.md §4; every claim about the subject disclosable.
+        plain = {
+            "iss": issuer_url(node.base_url, agency.uscc),
+            "iat": now,
+            "nbf": valid_from,
+            "exp": valid_until,
+            "vct": ctype.vct,
+            "certificate_id": cert_id,
+            "status": {"status_list": {"idx": idx, "uri": status.list_uri(node.base_url, list_id)}},
+        }
+        credential = issue_sd_jwt(
+            key=key, plain_claims=plain, disclosable={"sub": req.subject_id, **claims}
+        )
+        row: dict[str, Any] = {
+            "id": cert_id,
+            "type": ctype.key,
+            "issuer_uscc": agency.uscc,
+            "subject_id": req.subject_id,
+            "subject_kind": kind,
+            "claims": claims,
+            "credential": credential,
+            "kid": key.kid,
+            "valid_from": valid_from,
+            "valid_until": valid_until,
+            "status": "valid",
+            "status_list": list_id,
+            "status_idx": idx,
+            "issued_at": now,
+            "updated_at": now,
+        }
+        # One statement claims the identifier; a taken serial (10^8 a day per type and
+        # agency) is drawn again and the credential signed again.
+        if claim_row(session, Certificate, row):
             break
     else:  # pragma: no cover - 10^8 serials a day
         raise Conflict("could not allocate a certificate serial")
-    # 5. Sign: plain claims per DESIGN.md §4; every claim about the subject disclosable.
-    plain = {
-        "iss": issuer_url(node.base_url, agency.uscc),
-        "iat": now,
-        "nbf": valid_from,
-        "exp": valid_until,
-        "vct": ctype.vct,
-        "certificate_id": cert_id,
-        "status": {"status_list": {"idx": idx, "uri": status.list_uri(node.base_url, list_id)}},
-    }
-    credential = issue_sd_jwt(
-        key=key, plain_claims=plain, disclosable={"sub": req.subject_id, **claims}
-    )
-    cert = Certificate(
-        id=cert_id,
-        type=ctype.key,
-        issuer_uscc=agency.uscc,
-        subject_id=req.subject_id,
-        subject_kind=kind,
-        claims=claims,
-        credential=credential,
-        kid=key.kid,
-        valid_from=valid_from,
-        valid_until=valid_until,
-        status="valid",
-        status_list=list_id,
-        status_idx=idx,
-        issued_at=now,
-        updated_at=now,
-    )
-    try:
-        with session.begin_nested():
-            session.add(cert)
-    except IntegrityError as e:  # pragma: no cover - a concurrent process took the serial
-        raise Conflict("certificate identifier collision; retry") from e
+    cert = Certificate(**row)  # as stored; not attached to the session (no reload needed)
     # 6. The issuance is logged in the same transaction (no personal data in the entry).
     log_event(
         session,

@@ -10,12 +10,12 @@ import secrets
 from datetime import UTC, datetime
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from exchange.clock import Clock
 from exchange.crypto.jws import SigningKey, sign_jwt
 from exchange.errors import NotFound
+from exchange.persistence.insert import claim_row
 from exchange.persistence.models import StatusEntry, StatusListRecord
 from exchange.status.codec import StatusList, status_list_claims
 
@@ -60,18 +60,16 @@ def allocate(
     indices (around 75 % filled), and the next list is opened.
     """
     rec = _newest_list(session, purpose) or _new_list(session, purpose, clock)
+    list_id, size = rec.id, rec.size
     collisions = 0
     for _ in range(64):
-        idx = rng.randrange(rec.size)
-        try:
-            with session.begin_nested():
-                session.add(StatusEntry(list_id=rec.id, idx=idx, status=VALID))
-        except IntegrityError:
-            collisions += 1  # taken (here or by a concurrent process): draw again
-            if collisions >= FULL_AFTER_COLLISIONS:
-                rec, collisions = _new_list(session, purpose, clock), 0
-            continue
-        return rec.id, idx
+        idx = rng.randrange(size)
+        if claim_row(session, StatusEntry, {"list_id": list_id, "idx": idx, "status": VALID}):
+            return list_id, idx
+        collisions += 1  # taken (here or by a concurrent process): draw again
+        if collisions >= FULL_AFTER_COLLISIONS:
+            rec = _new_list(session, purpose, clock)
+            list_id, size, collisions = rec.id, rec.size, 0
     raise RuntimeError("could not draw a free status index in 64 tries")  # pragma: no cover
 
 
