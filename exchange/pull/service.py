@@ -63,9 +63,11 @@ class PullResult:
     ledger_index: int
 
 
-def _client_items(client: Client | None) -> set[str]:
+def _client_items(session: Session, client_id: str) -> set[str]:
+    """The national items a client of this node may use (none if it does not exist)."""
+    codes = session.execute(select(Client.items).where(Client.id == client_id)).scalar()
     items: set[str] = set()
-    for code in client.items if client else ():
+    for code in codes or ():
         try:
             items.add(national_item_of(code))
         except ValueError:  # pragma: no cover - validated when registered
@@ -73,13 +75,26 @@ def _client_items(client: Client | None) -> set[str]:
     return items
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """What a pull needs of a stored certificate (columns, not an ORM instance)."""
+
+    id: str
+    credential: str
+    status: str
+    valid_from: int
+    valid_until: int
+
+
 def _current_certificate(session: Session, subject_id: str, ctype: str,
-                         now: int) -> Certificate | str:
+                         now: int) -> _Held | str:
     """The subject's newest valid certificate of ``ctype``, or the reason there is none."""
-    certs = list(session.scalars(
-        select(Certificate).where(Certificate.subject_id == subject_id, Certificate.type == ctype)
+    certs = [_Held(*row) for row in session.execute(
+        select(Certificate.id, Certificate.credential, Certificate.status,
+               Certificate.valid_from, Certificate.valid_until)
+        .where(Certificate.subject_id == subject_id, Certificate.type == ctype)
         .order_by(Certificate.issued_at.desc(), Certificate.id)
-    ))
+    )]
     for cert in certs:
         if cert.status == "valid" and cert.valid_from <= now < cert.valid_until:
             return cert
@@ -119,10 +134,18 @@ class ConsentTerms:
     active: bool
 
     @classmethod
-    def of(cls, node: Node, c: Consent) -> ConsentTerms:
-        return cls(c.id, subject_pseudonym(node, c.subject_id), c.grantee, c.national_item,
-                   dict(c.scope), c.valid_from, c.valid_until, c.max_uses, c.uses,
-                   c.status == "active")
+    def load(cls, session: Session, node: Node, consent_id: str) -> ConsentTerms | None:
+        """The terms of this node's consent ``consent_id`` (one row read, no ORM instance)."""
+        row = session.execute(
+            select(Consent.id, Consent.subject_id, Consent.grantee, Consent.national_item,
+                   Consent.scope, Consent.valid_from, Consent.valid_until, Consent.max_uses,
+                   Consent.uses, Consent.status).where(Consent.id == consent_id)
+        ).first()
+        if row is None:
+            return None
+        return cls(row.id, subject_pseudonym(node, row.subject_id), row.grantee,
+                   row.national_item, dict(row.scope), row.valid_from, row.valid_until,
+                   row.max_uses, row.uses, row.status == "active")
 
 
 def _consent_refusal(
@@ -189,13 +212,12 @@ def decide_for(  # noqa: PLR0911  one return per numbered step
         return deny(*refused)
     # 1. A client of this node may use this item at all.
     if requester.client_id is not None and item.national_item not in _client_items(
-            session.get(Client, requester.client_id)):
+            session, requester.client_id):
         return deny("item-not-allowed", f"client {requester.client_id} may not use item "
                                         f"{item.national_item}")
     # 2. A consent by this subject, to this client, for this purpose, covering every type.
     needs = {r.certificate_type: set(r.claims) for r in item.requirements}
-    local = session.get(Consent, req.consent_id) if remote is None else None
-    terms = remote if remote is not None else (ConsentTerms.of(node, local) if local else None)
+    terms = remote if remote is not None else ConsentTerms.load(session, node, req.consent_id)
     refusal = _consent_refusal(terms, pseudonym, requester.grantee, item.national_item,
                                set(needs), now)
     if refusal is not None:
@@ -221,9 +243,9 @@ def decide_for(  # noqa: PLR0911  one return per numbered step
             .values(uses=Consent.uses + 1)
         )
         if getattr(counted, "rowcount", 0) != 1:
-            assert local is not None
-            session.refresh(local)
-            if local.status != "active":
+            now_status = session.execute(
+                select(Consent.status).where(Consent.id == terms.id)).scalar()
+            if now_status != "active":
                 return deny("consent-revoked", "the consent has been revoked")
             return deny("consent-exhausted", "the consent has no uses left")
     certificates = " ".join(sorted(r.certificate_id for r in releases))
