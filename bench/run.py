@@ -48,6 +48,7 @@ TARGETS = {
     "rss-mb": 200.0,
     "generator-headroom": 2.0,
 }
+APPEND_CALLERS = 256  # concurrent callers of the direct ledger-append figure
 
 
 def log(msg: str) -> None:
@@ -322,19 +323,46 @@ class Bench:
                            note=f"{aud['audit']}: the certex CLI verbs are not available{scale}")
             self.fig(f"ledger export at {n:,} entries (library)", aud["export_seconds"], "s",
                      note=f"{aud['export']}, {aud['export_bytes'] / 1e6:.0f} MB")
-        log(f"ledger appends: {m.append_threads} threads, {m.append_seconds} s")
-        app = _json_run([sys.executable, "-m", "bench.tasks", "appends",
-                         str(m.append_threads), str(m.append_seconds)], env=env,
+        # The headline: events handed straight to the writer (LedgerWriter.append_async) by
+        # APPEND_CALLERS asyncio tasks, each awaiting its own index before its next event.
+        log(f"ledger appends, direct: {APPEND_CALLERS} asyncio callers, {m.append_seconds} s")
+        app = _json_run([sys.executable, "-m", "bench.tasks", "appends", str(APPEND_CALLERS),
+                         str(m.append_seconds), "direct"], env=env,
                         timeout=m.append_seconds + 120, logfile=self.logs / "task-appends.log")
         self.raw["appends"] = app
+        # The same raw COPY limit at this run's own mean batch size, for the note: the
+        # writer's batches are larger than the limit's fixed batch, and a raw COPY of larger
+        # batches is faster still.
+        same = max(1, round(app["mean_batch"]))
+        ins = _json_run([sys.executable, "-m", "bench.limits", "pg-insert", db.url, str(same),
+                         "1.5"], env=None, timeout=60,
+                        logfile=self.logs / "limit-pg-insert-appends-batch.log")
+        self.raw["pg-insert-appends-batch"] = ins
         self.ratio_fig("ledger appends, durable, concurrent", app["per_s"], "appends/s",
                        self.raw.get("pg_insert_rate"), at_least=TARGETS["appends"],
                        limit_name="raw batched INSERT",
-                       note=f"{app['threads']} threads log_event+commit+commit_wait through one "
-                            f"Node; mean batch {app['mean_batch']:.1f}, wait p50 "
-                            f"{app['p50_ms']:.0f} ms p99 {app['p99_ms']:.0f} ms, process "
-                            f"{app['cpu_cores']:.2f} cores"
+                       note=f"direct path: {app['callers']} asyncio tasks ({app['loop']}) each "
+                            f"awaiting LedgerWriter.append_async for one event at a time, one "
+                            f"Node; answered after commit; mean batch {app['mean_batch']:.1f}, "
+                            f"wait p50 {app['p50_ms']:.1f} ms p99 {app['p99_ms']:.1f} ms, "
+                            f"process {app['cpu_cores']:.2f} cores; raw INSERT at the same "
+                            f"batch size ({same} rows) {ins['rows_per_s']:,.0f} rows/s = "
+                            f"{app['per_s'] / ins['rows_per_s']:.2f}×"
                             + (f"; ERRORS {app['errors']}" if app["errors"] else ""))
+        log(f"ledger appends, outbox: {m.append_threads} threads, {m.append_seconds} s")
+        box = _json_run([sys.executable, "-m", "bench.tasks", "appends",
+                         str(m.append_threads), str(m.append_seconds), "outbox"], env=env,
+                        timeout=m.append_seconds + 120,
+                        logfile=self.logs / "task-appends-outbox.log")
+        self.raw["appends-outbox"] = box
+        self.ratio_fig("ledger appends via the outbox (request-handler path)", box["per_s"],
+                       "appends/s", self.raw.get("pg_insert_rate"),
+                       limit_name="raw batched INSERT",
+                       note=f"{box['threads']} threads log_event+commit+commit_wait through one "
+                            f"Node (each its own ORM transaction); mean batch "
+                            f"{box['mean_batch']:.1f}, wait p50 {box['p50_ms']:.0f} ms p99 "
+                            f"{box['p99_ms']:.0f} ms, process {box['cpu_cores']:.2f} cores"
+                            + (f"; ERRORS {box['errors']}" if box["errors"] else ""))
 
     def _audit_cli(self, home: NodeHome, vkey: str) -> dict[str, Any] | None:
         """``certex ledger export`` then ``certex audit verify``, each timed as a process."""

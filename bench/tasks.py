@@ -1,9 +1,11 @@
 """In-process measurements against a seeded node's database, each run as its own process:
 
-``python -m bench.tasks appends THREADS SECONDS``  durable ledger appends: THREADS threads,
-    each recording an event through ``log_event`` in its own transaction, committing, and
-    waiting on ``commit_wait`` — exactly what a request handler does — through one
-    :class:`Node` whose group-commit writer appends them.
+``python -m bench.tasks appends CALLERS SECONDS [outbox|direct]``  durable ledger appends
+    through one :class:`Node` whose group-commit writer appends them. ``outbox`` (default):
+    CALLERS threads, each recording an event through ``log_event`` in its own transaction,
+    committing, and waiting on ``commit_wait`` — exactly what a request handler does.
+    ``direct``: CALLERS asyncio tasks, each awaiting ``LedgerWriter.append_async`` for one
+    event at a time (events not tied to a business transaction).
 ``python -m bench.tasks inclusion SAMPLES``  ``exchange.ledger.store.inclusion`` latency for
     random indices in the whole tree, one connection, sequential calls.
 ``python -m bench.tasks audit DIR``  ``certex ledger export`` of the whole ledger to a file
@@ -39,7 +41,15 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def appends(threads: int, seconds: float) -> dict[str, Any]:
+def appends(callers: int, seconds: float, path: str = "outbox") -> dict[str, Any]:
+    """Durable ledger appends through one :class:`Node` and its group-commit writer.
+
+    ``path="outbox"``: ``callers`` threads, each ``log_event`` in its own transaction, commit,
+    ``commit_wait`` — what a request handler does. ``path="direct"``: ``callers`` asyncio
+    tasks on one event loop (uvloop when installed, as under uvicorn), each awaiting
+    ``LedgerWriter.append_async`` for one event at a time — events that are not part of a
+    business transaction. Either way a caller counts an append only once it holds its index,
+    i.e. after the batch holding its entry committed."""
     from sqlalchemy import func, select
 
     from bench.experiments import apply
@@ -49,9 +59,11 @@ def appends(threads: int, seconds: float) -> dict[str, Any]:
     from exchange.persistence.models import LedgerCheckpoint
     from exchange.settings import Settings
 
+    if path not in ("outbox", "direct"):
+        raise SystemExit(f"unknown appends path {path!r}: outbox or direct")
     patches = apply()  # CERTEX_BENCH_PATCHES, for --experiments
-    node = Node.open(Settings(), pool_size=threads + 2)
-    node.start_ledger()
+    node = Node.open(Settings(), pool_size=callers + 2 if path == "outbox" else 4)
+    writer = node.start_ledger()
 
     def checkpoints() -> int:
         with node.engine.connect() as conn:
@@ -61,37 +73,73 @@ def appends(threads: int, seconds: float) -> dict[str, Any]:
     subjects = [subject_pseudonym(node, f"bench-append-{i}") for i in range(256)]
     warm_end = time.perf_counter() + 1.0
     end = warm_end + seconds
-    counts = [0] * threads
-    waits: list[list[float]] = [[] for _ in range(threads)]
+    counts = [0] * callers
+    waits: list[list[float]] = [[] for _ in range(callers)]
+    answered: list[list[int]] = [[] for _ in range(callers)]
     errors: list[str] = []
-    start_gate = threading.Barrier(threads + 1)
 
-    def worker(t: int) -> None:
+    def event(t: int, i: int) -> Event:
+        return Event(kind="pull", actor="bench-appends", outcome="granted",
+                     subject=subjects[(t * 7 + i) % len(subjects)],
+                     request_sha256=hashlib.sha256(f"{path}/{t}/{i}".encode()).hexdigest())
+
+    def measured(t: int, t0: float, t1: float, indices: list[int]) -> None:
+        answered[t] += indices
+        if t0 >= warm_end and t1 <= end:
+            counts[t] += 1
+            waits[t].append(t1 - t0)
+
+    def worker(t: int) -> None:  # outbox: one thread per caller
         start_gate.wait()
         i = 0
         try:
-            while True:
-                t0 = time.perf_counter()
-                if t0 >= end:
-                    return
-                sha = hashlib.sha256(f"{t}/{i}".encode()).hexdigest()
+            while (t0 := time.perf_counter()) < end:
                 with node.sessions.begin() as session:
-                    log_event(session, node, Event(
-                        kind="pull", actor="bench-appends", outcome="granted",
-                        subject=subjects[(t * 7 + i) % len(subjects)], request_sha256=sha))
-                commit_wait(node, session)
-                t1 = time.perf_counter()
-                if t0 >= warm_end and t1 <= end:
-                    counts[t] += 1
-                    waits[t].append(t1 - t0)
+                    log_event(session, node, event(t, i))
+                indices = commit_wait(node, session)
+                measured(t, t0, time.perf_counter(), indices)
                 i += 1
         except Exception as e:
             errors.append(repr(e))
 
-    pool = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(threads)]
-    for th in pool:
-        th.start()
-    start_gate.wait()
+    async def task(t: int) -> None:  # direct: one asyncio task per caller
+        i = 0
+        try:
+            while (t0 := time.perf_counter()) < end:
+                indices = await writer.append_async([event(t, i)])
+                measured(t, t0, time.perf_counter(), indices)
+                i += 1
+        except Exception as e:
+            errors.append(repr(e))
+
+    loop_kind = "threads"
+    if path == "outbox":
+        start_gate = threading.Barrier(callers + 1)
+        pool = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(callers)]
+        for th in pool:
+            th.start()
+        start_gate.wait()
+    else:
+        import asyncio
+
+        try:
+            import uvloop
+
+            loop_kind = "uvloop"
+            new_loop: Any = uvloop.new_event_loop
+        except ImportError:
+            loop_kind = "asyncio"
+            new_loop = asyncio.new_event_loop
+
+        async def run_all() -> None:
+            await asyncio.gather(*(task(t) for t in range(callers)))
+
+        def run_loop() -> None:
+            with asyncio.Runner(loop_factory=new_loop) as runner:
+                runner.run(run_all())
+
+        pool = [threading.Thread(target=run_loop, daemon=True)]
+        pool[0].start()
     time.sleep(max(0.0, warm_end - time.perf_counter()))
     cp0, cpu0, t0 = checkpoints(), _cpu(), time.perf_counter()
     time.sleep(max(0.0, end - time.perf_counter()))
@@ -102,10 +150,15 @@ def appends(threads: int, seconds: float) -> dict[str, Any]:
     done = sum(counts)
     lat = [x for w in waits for x in w]
     batches = max(1, cp1 - cp0)
-    return {"threads": threads, "seconds": seconds, "appends": done, "per_s": done / seconds,
+    told = [i for a in answered for i in a]
+    if len(set(told)) != len(told):
+        errors.append("an index was answered to two callers")
+    return {"path": path, "callers": callers, "threads": callers, "loop": loop_kind,
+            "seconds": seconds, "appends": done, "per_s": done / seconds,
             "p50_ms": _pct(lat, 50) * 1000, "p99_ms": _pct(lat, 99) * 1000,
             "batches": cp1 - cp0, "mean_batch": done / batches,
-            "cpu_cores": (cpu1 - cpu0) / wall, "errors": errors[:3], "patches": patches}
+            "cpu_cores": (cpu1 - cpu0) / wall, "answered": len(told),
+            "errors": errors[:3], "patches": patches}
 
 
 def inclusion(samples: int) -> dict[str, Any]:
@@ -289,7 +342,7 @@ def statements(world_path: Path) -> dict[str, Any]:
 def main() -> int:
     what, *args = sys.argv[1:]
     if what == "appends":
-        r = appends(int(args[0]), float(args[1]))
+        r = appends(int(args[0]), float(args[1]), *args[2:3])
     elif what == "inclusion":
         r = inclusion(int(args[0]))
     elif what == "audit":

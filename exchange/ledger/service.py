@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping
+import weakref
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from exchange.crypto.canonical import canonical_json
-from exchange.errors import LedgerUnavailable
+from exchange.errors import ExchangeError, LedgerUnavailable
 from exchange.ledger.leaf import Event, SubjectPseudonym, pseudonym
 from exchange.ledger.writer import pending_refs, record
 from exchange.node import Node
@@ -30,10 +32,15 @@ def log_event(session: Session, node: Node, event: Event) -> str:
     return record(session, event, ref=str(uuid.uuid4()), now_ms=int(node.clock.now() * 1000))
 
 
-def commit_wait(node: Node, session: Session) -> list[int]:
-    """After ``session`` committed: wait for its ledger events; their indices."""
+def take_refs(session: Session) -> list[str]:
+    """The outbox refs of the events recorded in ``session`` (forgotten by the session)."""
     refs = list(pending_refs(session))
     session.info.pop("ledger_refs", None)
+    return refs
+
+
+def wait_refs(node: Node, refs: Sequence[str]) -> list[int]:
+    """After the transaction holding ``refs`` committed: wait for them; their indices."""
     if not refs:
         return []
     if node.ledger is None:
@@ -41,15 +48,55 @@ def commit_wait(node: Node, session: Session) -> list[int]:
     return node.ledger.wait(refs)
 
 
+def commit_wait(node: Node, session: Session) -> list[int]:
+    """After ``session`` committed: wait for its ledger events; their indices."""
+    return wait_refs(node, take_refs(session))
+
+
+def append_events(node: Node, events: Sequence[Event]) -> list[int]:
+    """Append events that are not part of a business transaction (no outbox row): block
+    until the writer's batch holding them has committed; their indices, in order.
+    LedgerUnavailable if that batch failed, the writer is halted or not running, or the wait
+    timed out (see :meth:`LedgerWriter.append`)."""
+    if node.ledger is None:
+        raise LedgerUnavailable("this process has no ledger writer running")
+    return node.ledger.append(events)
+
+
+async def append_events_async(node: Node, events: Sequence[Event]) -> list[int]:
+    """:func:`append_events` for asyncio callers: awaits without blocking the event loop."""
+    if node.ledger is None:
+        raise LedgerUnavailable("this process has no ledger writer running")
+    return await node.ledger.append_async(events)
+
+
 # -- reading: checkpoints, proofs, receipts, entries (all through one short connection) -----
+
+
+def _reads(node: Node) -> Engine:
+    """The node's engine for short reads: PostgreSQL autocommit (no BEGIN/ROLLBACK round
+    trips around one SELECT), SQLite deferred BEGIN (reads never take the write lock)."""
+    engine = node.engine
+    cached = _read_engines.get(engine)
+    if cached is None:
+        opts = (
+            {"isolation_level": "AUTOCOMMIT"}
+            if engine.dialect.name == "postgresql"
+            else {"sqlite_begin": "BEGIN"}
+        )
+        cached = _read_engines[engine] = engine.execution_options(**opts)
+    return cached
+
+
+_read_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
 
 
 def latest_checkpoint_note(node: Node) -> str:
     from exchange.errors import NotFound
     from exchange.ledger import store
 
-    with node.engine.connect() as conn:
-        cp = store.latest_checkpoint(conn)
+    with _reads(node).connect() as conn:
+        cp = store.recent_checkpoint(conn)
     if cp is None:
         raise NotFound("the ledger has no signed checkpoint yet", code="no-checkpoint")
     return cp.note
@@ -63,26 +110,38 @@ def verifier_key(node: Node) -> str:
 
 
 def inclusion_proof(node: Node, index: int, size: int | None) -> tuple[int, list[bytes]]:
+    """(the size proved for, the audit path): ``size`` defaults to a recent checkpoint's."""
     from exchange.ledger import store
 
-    with node.engine.connect() as conn:
+    with _reads(node).connect() as conn:
         if size is None:
             cp = store.checkpoint_covering(conn, index)
             size = cp.size
         return size, store.inclusion(conn, index, size)
 
 
+def inclusion_proofs(
+    node: Node, asks: Sequence[tuple[int, int | None]]
+) -> list[tuple[int, list[bytes]] | ExchangeError]:
+    """:func:`inclusion_proof` for many asks through one connection and at most one read of
+    stored hashes: ``(size, path)`` or the error, per ask."""
+    from exchange.ledger import store
+
+    with _reads(node).connect() as conn:
+        return store.inclusion_many(conn, asks)
+
+
 def consistency_proof(node: Node, first: int, second: int) -> list[bytes]:
     from exchange.ledger import store
 
-    with node.engine.connect() as conn:
+    with _reads(node).connect() as conn:
         return store.consistency(conn, first, second)
 
 
 def receipt(node: Node, index: int) -> str:
     from exchange.ledger import store
 
-    with node.engine.connect() as conn:
+    with _reads(node).connect() as conn:
         return store.receipt(conn, index)
 
 

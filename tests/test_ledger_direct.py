@@ -1,0 +1,334 @@
+"""The writer's direct path: events that are not part of a business transaction.
+
+``append_events`` / ``LedgerWriter.append_async`` hand events straight to the writer thread,
+which appends them in its next batch after the outbox rows it holds, under the same lock,
+on the same chain, under the same signed checkpoints — and answers only after commit.
+Afterwards the whole ledger is re-derived from its leaf bytes (tests/ledger_load.py
+``audit``) and every answered index is proven into the final signed checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import select, text
+
+from exchange.errors import InvalidInput, LedgerUnavailable
+from exchange.ledger import writer
+from exchange.ledger.leaf import Event, decode_leaf, encode_leaf
+from exchange.ledger.service import (
+    append_events,
+    append_events_async,
+    commit_wait,
+    log_event,
+    subject_pseudonym,
+    verifier_key,
+)
+from exchange.ledger.writer import LedgerWriter
+from exchange.node import Node
+from exchange.persistence.db import make_engine
+from exchange.persistence.models import LedgerCheckpoint, LedgerEntry, LedgerHead, LedgerOutbox
+from tests import ledger_load as load
+
+
+def _event(node: Node, tag: str, t: int, i: int, subjects: int = 5) -> Event:
+    return Event(
+        kind="pull",
+        actor="direct",
+        outcome="granted",
+        subject=subject_pseudonym(node, f"direct-subject-{(t + i) % subjects}"),
+        request_sha256=load.request_sha(tag, t, i),
+    )
+
+
+def _checkpoints(node: Node) -> list[int]:
+    with node.engine.connect() as conn:
+        return list(conn.scalars(select(LedgerCheckpoint.size).order_by(LedgerCheckpoint.size)))
+
+
+def _entries(node: Node) -> int:
+    with node.engine.connect() as conn:
+        return len(conn.scalars(select(LedgerEntry.idx)).all())
+
+
+# -- one linear chain ------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # 4000 appends, then every proof checked
+def test_threads_append_directly_one_linear_chain(node: Node, database_url: str) -> None:
+    threads, per_thread = 8, 500
+    node.start_ledger()
+
+    def run(t: int) -> dict[str, int]:
+        told: dict[str, int] = {}
+        for i in range(per_thread):
+            event = _event(node, "direct", t, i)
+            [told[event.request_sha256 or ""]] = append_events(node, [event])
+        return told
+
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(run, range(threads)))
+    answered = {sha: i for told in results for sha, i in told.items()}
+    for told in results:  # each caller's appends are in the order it made them
+        assert list(told.values()) == sorted(told.values())
+
+    total = threads * per_thread
+    ledger = load.audit(database_url, verifier_key(node))
+    assert ledger.size == total and ledger.checkpoint.size == total
+    assert sorted(answered.values()) == list(range(total))  # every index told exactly once
+    load.assert_included(database_url, ledger, answered)
+    assert ledger.checkpoints - 1 < total, "no group commit: one batch per append"
+
+
+@pytest.mark.slow
+def test_direct_and_outbox_appends_share_one_chain(node: Node, database_url: str) -> None:
+    per_thread = 150
+    node.start_ledger()
+
+    def direct(t: int) -> dict[str, int]:
+        told: dict[str, int] = {}
+        for i in range(0, per_thread, 3):  # three events per call: consecutive indices
+            events = [_event(node, "mixed-d", t, i + k) for k in range(3)]
+            indices = append_events(node, events)
+            assert indices == list(range(indices[0], indices[0] + 3))
+            told.update(zip((e.request_sha256 or "" for e in events), indices, strict=True))
+        return told
+
+    def outbox(t: int) -> dict[str, int]:
+        told: dict[str, int] = {}
+        for i in range(per_thread):
+            event = _event(node, "mixed-o", t, i)
+            with node.sessions.begin() as session:
+                log_event(session, node, event)
+            [told[event.request_sha256 or ""]] = commit_wait(node, session)
+        return told
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(direct if t % 2 else outbox, t) for t in range(8)]
+        results = [f.result() for f in futures]
+    answered = {sha: i for told in results for sha, i in told.items()}
+
+    total = 8 * per_thread
+    ledger = load.audit(database_url, verifier_key(node))
+    assert ledger.size == total and ledger.outbox == 0
+    assert sorted(answered.values()) == list(range(total))
+    load.assert_included(database_url, ledger, answered)
+
+
+def test_outbox_rows_come_first_then_direct_events_in_submission_order(node: Node) -> None:
+    node.start_ledger()
+    sessions = []
+    for i in range(3):  # committed, not waited on: they sit in the outbox
+        with node.sessions.begin() as session:
+            log_event(session, node, _event(node, "first-o", 0, i))
+        sessions.append(session)
+    direct = [_event(node, "first-d", 0, i) for i in range(2)]
+    assert append_events(node, direct) == [3, 4]  # the same batch appended the outbox first
+    assert [commit_wait(node, s) for s in sessions] == [[0], [1], [2]]
+    assert _checkpoints(node) == [0, 5]  # one batch, one checkpoint
+    with node.engine.connect() as conn:
+        leaves = conn.scalars(select(LedgerEntry.leaf).order_by(LedgerEntry.idx)).all()
+        assert conn.scalars(select(LedgerOutbox.ref)).all() == []
+    shas = [decode_leaf(bytes(leaf)).fields["request_sha256"] for leaf in leaves]
+    assert shas[3:] == [e.request_sha256 for e in direct]
+
+
+def test_asyncio_callers_each_await_their_index(node: Node, database_url: str) -> None:
+    tasks, per_task = 200, 5
+    node.start_ledger()
+
+    async def caller(t: int) -> dict[str, int]:
+        told: dict[str, int] = {}
+        for i in range(per_task):
+            event = _event(node, "async", t, i, subjects=17)
+            [told[event.request_sha256 or ""]] = await append_events_async(node, [event])
+        return told
+
+    async def main() -> list[dict[str, int]]:
+        return await asyncio.gather(*(caller(t) for t in range(tasks)))
+
+    results = asyncio.run(main())
+    answered = {sha: i for told in results for sha, i in told.items()}
+    total = tasks * per_task
+    ledger = load.audit(database_url, verifier_key(node))
+    assert ledger.size == total and sorted(answered.values()) == list(range(total))
+    load.assert_included(database_url, ledger, answered)
+    # 200 concurrent callers: far fewer batches than appends.
+    assert ledger.checkpoints - 1 <= total // 10
+
+
+def test_leaf_bytes_are_exactly_encode_leafs() -> None:
+    class Actor(str):
+        pass
+
+    events = [
+        Event(kind="pull", actor="银行-1", outcome="granted", subject="a" * 64, reason="理由"),
+        Event(kind="consent.revoked", actor="x", outcome="ok", consent="c-1", item="002018001000"),
+        Event(kind="pull", actor=Actor("subclass"), outcome="denied"),  # the slow path
+    ]
+    for prev_subject in (None, 0, 12345678901):
+        for event in events:
+            args = {
+                "index": 12345678902,
+                "time_ms": 1_700_000_000_123,
+                "node": "31",
+                "prev": bytes(range(32)),
+                "prev_subject": prev_subject,
+            }
+            assert writer._leaf(event, **args) == encode_leaf(event, **args)  # type: ignore[arg-type]
+
+
+# -- failures: nobody is told an index that was not committed ---------------------------------
+
+
+def test_bad_events_are_refused_before_anything_is_queued(node: Node) -> None:
+    node.start_ledger()
+    with pytest.raises(InvalidInput):
+        append_events(node, [Event(kind="pull", actor=7, outcome="ok")])  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        append_events(node, [Event(kind="pull", actor="\ud800", outcome="ok")])
+    assert append_events(node, []) == []
+    assert _entries(node) == 0
+
+
+def test_no_writer_means_ledger_unavailable(node: Node) -> None:
+    with pytest.raises(LedgerUnavailable, match="no ledger writer"):
+        append_events(node, [_event(node, "none", 0, 0)])
+    w = node.start_ledger()
+    w.stop()
+    with pytest.raises(LedgerUnavailable, match="not running"):
+        append_events(node, [_event(node, "none", 0, 1)])
+
+
+@contextmanager
+def _ledger_refused(database_url: str) -> Iterator[None]:
+    """The database rejects every insert into ledger_entries until the block ends."""
+    engine = make_engine(database_url, pool_size=1)
+    pg = engine.dialect.name == "postgresql"
+    try:
+        with engine.begin() as conn:
+            if pg:
+                conn.execute(
+                    text(
+                        "CREATE FUNCTION certex_test_refuse() RETURNS trigger LANGUAGE plpgsql"
+                        " AS $$ BEGIN RAISE EXCEPTION 'ledger storage refuses writes'; END $$"
+                    )
+                )
+                conn.execute(
+                    text(
+                        "CREATE TRIGGER certex_test_refuse BEFORE INSERT ON ledger_entries"
+                        " FOR EACH ROW EXECUTE FUNCTION certex_test_refuse()"
+                    )
+                )
+            else:
+                conn.execute(
+                    text(
+                        "CREATE TRIGGER certex_test_refuse BEFORE INSERT ON ledger_entries"
+                        " BEGIN SELECT RAISE(ABORT, 'ledger storage refuses writes'); END"
+                    )
+                )
+        yield
+        with engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER certex_test_refuse" + (" ON ledger_entries" if pg else "")))
+            if pg:
+                conn.execute(text("DROP FUNCTION certex_test_refuse()"))
+    finally:
+        engine.dispose()
+
+
+def test_a_failed_batch_answers_nobody_with_an_index(node: Node, database_url: str) -> None:
+    w = node.start_ledger()
+    assert append_events(node, [_event(node, "fail", 0, 0)]) == [0]
+    signed = _checkpoints(node)
+    callers = 12
+    outcomes: list[object] = [None] * callers
+    gate = threading.Barrier(callers)
+
+    def call(t: int) -> None:
+        gate.wait()
+        try:
+            outcomes[t] = append_events(node, [_event(node, "fail", t, 1), _event(node, "fail", t, 2)])
+        except LedgerUnavailable as e:
+            outcomes[t] = e
+
+    with _ledger_refused(database_url):
+        threads = [threading.Thread(target=call, args=(t,)) for t in range(callers)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert all(isinstance(o, LedgerUnavailable) for o in outcomes), outcomes
+        assert all("could not commit" in str(o) for o in outcomes)
+        with pytest.raises(LedgerUnavailable, match="could not commit"):
+            asyncio.run(append_events_async(node, [_event(node, "fail", 99, 0)]))
+        assert _checkpoints(node) == signed and _entries(node) == 1
+    # Only a failed batch: the writer goes on, and the chain has no gap.
+    assert w.halted is None
+    assert append_events(node, [_event(node, "fail", 0, 3)]) == [1]
+    ledger = load.audit(database_url, verifier_key(node))
+    assert ledger.size == 2
+
+
+def test_integrity_halt_refuses_direct_callers(node: Node, database_url: str) -> None:
+    w = node.start_ledger()
+    assert append_events(node, [_event(node, "halt", 0, i) for i in range(3)]) == [0, 1, 2]
+    with node.engine.begin() as conn:  # storage no longer matches what was signed
+        conn.execute(text("UPDATE ledger_head SET last_hash = :h"), {"h": b"\x01" * 32})
+    with node.engine.connect() as conn:
+        head = conn.execute(select(LedgerHead.size, LedgerHead.last_hash)).one()
+    signed = _checkpoints(node)
+    with pytest.raises(LedgerUnavailable, match="integrity"):
+        append_events(node, [_event(node, "halt", 0, 3)])
+    assert w.halted
+    started = time.monotonic()
+    with pytest.raises(LedgerUnavailable, match="stopped"):
+        append_events(node, [_event(node, "halt", 0, 4)])
+    with pytest.raises(LedgerUnavailable, match="stopped"):
+        asyncio.run(append_events_async(node, [_event(node, "halt", 0, 5)]))
+    assert time.monotonic() - started < 1  # refused at once, not after a timeout
+    assert _checkpoints(node) == signed
+    with node.engine.connect() as conn:
+        assert conn.execute(select(LedgerHead.size, LedgerHead.last_hash)).one() == head
+
+
+@contextmanager
+def _ledger_locked(database_url: str) -> Iterator[None]:
+    """Another connection holds the lock the writer needs until the block ends."""
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("LOCK TABLE ledger_head IN ACCESS EXCLUSIVE MODE"))
+                yield
+                conn.rollback()
+    finally:
+        engine.dispose()
+
+
+def test_a_wait_timeout_is_unavailable_and_the_writer_goes_on(
+    node: Node, database_url: str
+) -> None:
+    node.ledger = LedgerWriter(node, wait_timeout=1.0)
+    node.ledger.start()
+    assert append_events(node, [_event(node, "late", 0, 0)]) == [0]
+    with _ledger_locked(database_url):
+        started = time.monotonic()
+        with pytest.raises(LedgerUnavailable, match="did not commit in time"):
+            append_events(node, [_event(node, "late", 0, 1)])
+        with pytest.raises(LedgerUnavailable, match="did not commit in time"):
+            asyncio.run(append_events_async(node, [_event(node, "late", 0, 2)]))
+        assert time.monotonic() - started < 5
+    # Not answered is not "not appended": the writer had taken the first one into the
+    # batch that was waiting for the lock, and appends it once the lock is free.
+    later = append_events(node, [_event(node, "late", 0, 3)])
+    ledger = load.audit(database_url, verifier_key(node))
+    assert later == [ledger.size - 1]
+    assert node.ledger.halted is None
