@@ -19,8 +19,15 @@ one change at its end, bounded below by the kept checkpoints.
 from __future__ import annotations
 
 import binascii
+import codecs
+import gc
 import hmac
+import io
+import itertools
+import multiprocessing
+import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -39,7 +46,7 @@ from exchange.ledger.export import (
     read_header,
 )
 from exchange.ledger.leaf import GENESIS_PREV, LEAF_FIELDS, LEAF_VERSION, Leaf, decode_leaf
-from exchange.ledger.merkle import EMPTY_ROOT, RootBuilder
+from exchange.ledger.merkle import EMPTY_ROOT, HashSource, RootBuilder
 from exchange.ledger.note import Verifier
 
 Problem = Literal[
@@ -355,31 +362,17 @@ def _check_history(cp: Checkpoint, st: _State, olders: list[Checkpoint]) -> None
         raise AuditFailed("truncated", n, f"{detail}: entries {n}..{m - 1} were cut off")
 
 
-def audit_export(
-    lines: Iterable[str],
-    *,
+def _finish(
+    cp_line: str,
+    it: Iterator[str],
+    st: _State,
+    header: ExportHeader,
+    olders: list[Checkpoint],
     verifier: Verifier,
-    older_checkpoint: str | Sequence[str] | None = None,
-    progress: Progress | None = None,
 ) -> AuditReport:
-    """Verify an export line by line; raise :class:`AuditFailed` at the first bad index.
-
-    ``older_checkpoint`` is one or more signed checkpoint notes the auditor kept from
-    earlier. Memory is O(log n) for the tree plus one slot per distinct subject.
-    """
-    # 1. The auditor's own kept checkpoints verify with the log key.
-    olders = _open_older(older_checkpoint, verifier)
-    # 2. The header names the log this key speaks for.
-    it = iter(lines)
-    header = _read_header(next(it, None), verifier)
-    total = header.size
-    # 3. Every entry: a canonical leaf at its position, chained, with a right back-pointer.
-    st = _State(snap_sizes=sorted({c.size for c in olders if c.size > 0}))
-    report = progress or (lambda done, total: None)
-    report(0, total)
-    cp_line = _stream(it, st, total, report)
-    report(st.size, total)
+    """Steps 4-6 of :func:`audit_export`, once every entry line was folded into ``st``."""
     # 4. The checkpoint is signed by the log key and is the one the header announced.
+    total = header.size
     cp = _read_checkpoint(cp_line, it, st.size, verifier)
     if cp.size != total:
         raise _malformed(None, f"the header says size {total}, the checkpoint {cp.size}")
@@ -392,3 +385,496 @@ def audit_export(
     # 6. They hash to its root, extend every kept checkpoint, and the log did not shrink.
     _check_history(cp, st, olders)
     return AuditReport(cp.origin, header.node, cp, tuple(olders), len(st.seen))
+
+
+def audit_export(
+    lines: Iterable[str],
+    *,
+    verifier: Verifier,
+    older_checkpoint: str | Sequence[str] | None = None,
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> AuditReport:
+    """Verify an export line by line; raise :class:`AuditFailed` at the first bad index.
+
+    ``older_checkpoint`` is one or more signed checkpoint notes the auditor kept from
+    earlier. Memory is O(log n) for the tree plus one slot per distinct subject.
+
+    A regular file opened in text mode (UTF-8, strict errors, not read from yet) is read
+    as bytes instead (:func:`_audit_file`): in blocks, and for exports of at least
+    :data:`PARALLEL_MIN_ENTRIES` entries by ``workers`` processes (default: one per
+    usable core; ``workers=1`` never starts a process, any other number always does).
+    The result, and the first bad index and problem on failure, are the same either way.
+    """
+    # 1. The auditor's own kept checkpoints verify with the log key.
+    olders = _open_older(older_checkpoint, verifier)
+    report = progress or (lambda done, total: None)
+    fd = _regular_file(lines)
+    if fd is not None:
+        return _audit_file(fd, verifier, olders, report, workers)
+    # 2. The header names the log this key speaks for.
+    it = iter(lines)
+    header = _read_header(next(it, None), verifier)
+    total = header.size
+    # 3. Every entry: a canonical leaf at its position, chained, with a right back-pointer.
+    st = _State(snap_sizes=sorted({c.size for c in olders if c.size > 0}))
+    report(0, total)
+    cp_line = _stream(it, st, total, report)
+    report(st.size, total)
+    return _finish(cp_line, it, st, header, olders, verifier)
+
+
+# -- exports in a file: bytes, blocks, processes ------------------------------------------------
+#
+# The body of the file (the lines after the header) is cut into byte ranges at line ends.
+# Each range is scanned on its own (:func:`_scan_range`, in a worker process or inline):
+# it accepts a run of entries that pass every check that can be made inside the range,
+# assuming its first entry sits where that entry says it does, and stops at the first line
+# it does not accept. The parent stitches ranges in order, checking what the range could
+# not: that the first entry really is at that position and chains onto the hash before
+# it, and that each subject's first back-pointer in the range points at that subject's
+# last entry before it. At the first range that does not stitch, or the first line a
+# range did not accept (normally the checkpoint line), the sequential audit above takes
+# over from that byte with exactly the state it would have had there, so the problem
+# reported and its index are the ones the sequential audit reports.
+
+PARALLEL_MIN_ENTRIES = 50_000
+"""Exports announcing fewer entries are scanned in this process (no pool to start)."""
+CHUNK_BYTES = 32 << 20
+"""Largest byte range one worker scans at a time (smaller ones balance two cores)."""
+BLOCK_BYTES = 1 << 20
+"""Entry lines checked together by the bulk path (bigger: fewer calls, more memory)."""
+
+_NULL: Final = b"null"
+_STORED_INDEXES: Final = re.compile(rb"(?::(?:0|[1-9][0-9]{0,17}),)+").fullmatch
+_STR, _OPT = rb'"[^"]*"', rb'(?:null|"[^"]*")'
+_NAT, _INT = rb"(?:0|[1-9][0-9]{0,17})", rb"(?:0|-?[1-9][0-9]{0,17})"
+_LEAF_LINE: Final = re.compile(
+    rb'^\{"actor":' + _STR + rb',"certificate":' + _OPT + rb',"consent":' + _OPT
+    + rb',"index":(' + _NAT + rb'),"item":' + _OPT + rb',"kind":' + _STR + rb',"node":' + _STR
+    + rb',"outcome":' + _STR + rb',"prev":"([^"]{64})","prev_subject":(null|' + _NAT
+    + rb'),"reason":' + _OPT + rb',"request_sha256":' + _OPT
+    + rb',"subject":(?:null|"([^"]{64})"),"time_ms":' + _INT + rb',"v":1\}$',
+    re.M,
+)
+"""A canonical leaf whose values are plain strings, nulls and small integers.
+
+With no backslash, control character, DEL or non-ASCII byte in it (checked separately),
+every string is written as orjson writes it and every integer fits 64 bits, so a match
+is exactly what ``decode_leaf`` accepts of this shape; ``prev`` is then compared with
+the previous hash's hex and a subject is checked to be a pseudonym when first met.
+"""
+_NOT_PLAIN: Final = bytes(range(0x20)) + b"\\\x7f"
+_PSEUDONYM_BYTES: Final = re.compile(rb"[0-9a-f]{64}").fullmatch
+_Pieces = list[tuple[int, bytes]]  # aligned perfect subtrees (level, hash), left to right
+
+
+@dataclass(slots=True)
+class _Range:
+    """What a scan proved about the entry lines of one byte range (see the comment above)."""
+
+    start: int = 0  # the index the first entry claims; its position, once stitched
+    prev0: bytes = b""  # hex of the first entry's prev
+    count: int = 0  # entries accepted
+    last: bytes = b""  # the last accepted entry's leaf hash
+    seen: dict[bytes, bytes] = field(default_factory=dict)  # subject -> its last index here
+    first: dict[bytes, bytes] = field(default_factory=dict)  # subject -> first prev_subject
+    pieces: _Pieces = field(default_factory=list)  # the tree over [start, start + count)
+    snaps: dict[int, _Pieces] = field(default_factory=dict)  # kept size -> [start, size)
+    stop: int | None = None  # file offset of the first line not accepted
+
+
+class _Scanner:
+    """Accepts entry lines in order for one range; holds what :class:`_Range` reports."""
+
+    def __init__(self) -> None:
+        self.r = _Range()
+        self.prev_hex = b""
+        self.lines_in_block = 0
+        self.hashes: list[bytes] = []
+
+    def bulk(self, buf: bytes, p: int, q: int) -> int:  # noqa: PLR0911, PLR0912  flat checks
+        """Accept the lines in buf[p:q] (each ending in a newline) at once, if they all
+        take the plain path; return how many of the first lines were accepted."""
+        # Split at quotes, the lines are {"index":N,"leaf":"B64"} exactly when every sixth
+        # part is the same piece of that template and the N are decimal numbers.
+        parts = (buf if p == 0 and q == len(buf) else buf[p:q]).split(b'"')
+        k = len(parts) // 6
+        if not (
+            k
+            and len(parts) == 6 * k + 1
+            and parts[0] == b"{"
+            and parts[-1] == b"}\n"
+            and parts[1::6].count(b"index") == k
+            and parts[3::6].count(b"leaf") == k
+            and parts[4::6].count(b":") == k
+            and parts[6:-1:6].count(b"}\n{") == k - 1
+            and _STORED_INDEXES(b"".join(parts[2::6]))
+        ):
+            return 0
+        self.lines_in_block = k
+        b64s = parts[5::6]
+        a2b = binascii.a2b_base64
+        try:
+            raws = [a2b(x, strict_mode=True) for x in b64s]
+        except binascii.Error:
+            return 0
+        joined = b"\n".join(raws)
+        # Only the k - 1 newlines between leaves may go: no control character, DEL, backslash.
+        plain = len(joined.translate(None, _NOT_PLAIN)) == len(joined) - k + 1
+        if not plain or not joined.isascii():
+            return 0
+        rows = _LEAF_LINE.findall(joined)
+        if len(rows) != k:
+            return 0
+        idxs, prevs, ptrs, subjects = zip(*rows, strict=True)
+        r = self.r
+        if r.count:
+            start, prev_hex = r.start + r.count, self.prev_hex
+        else:
+            start, prev_hex = int(idxs[0]), prevs[0]
+        if list(map(int, idxs)) != list(range(start, start + k)):
+            return 0
+        digest, zero = sha256, b"\x00"
+        hashes = [digest(zero + raw).digest() for raw in raws]
+        hexes = tuple(map(binascii.hexlify, hashes))
+        if prevs[0] != prev_hex or prevs[1:] != hexes[:-1]:
+            return 0
+        # Back-pointers, in order: the only check that needs one entry after another.
+        seen, first, m = r.seen, r.first, 0
+        get = seen.get
+        for idx, s, ps in zip(idxs, subjects, ptrs, strict=True):
+            if s:
+                last = get(s)
+                if last is None:
+                    if not _PSEUDONYM_BYTES(s):
+                        break
+                    first[s] = ps
+                elif last != ps:
+                    break
+                seen[s] = idx
+            elif ps != _NULL:
+                break
+            m += 1
+        if m:
+            if not r.count:
+                r.start, r.prev0 = start, prev_hex
+            self.hashes += hashes[:m] if m < k else hashes
+            r.count += m
+            self.prev_hex = hexes[m - 1]
+        return m
+
+    def careful(self, line: bytes) -> bool:  # noqa: PLR0911  one check per return
+        """Accept one line (without its newline) read as the sequential audit reads it."""
+        if line.endswith(b"\r"):  # a CRLF line end reads as one line end
+            line = line[:-1]
+        if b"\r" in line:  # a text reader would see two lines here
+            return False
+        r = self.r
+        try:
+            e = _parse_entry(line.decode("utf-8"), r.start + r.count)
+        except (AuditFailed, UnicodeDecodeError):
+            return False
+        leaf = e.leaf
+        if leaf is None:
+            return False
+        prev_hex = leaf.prev.hex().encode()
+        if r.count and (leaf.index != r.start + r.count or prev_hex != self.prev_hex):
+            return False
+        ps = _NULL if leaf.prev_subject is None else b"%d" % leaf.prev_subject
+        if leaf.subject is None:
+            if ps != _NULL:
+                return False
+        else:
+            s = leaf.subject.encode()
+            last = r.seen.get(s)
+            if last is None:
+                r.first[s] = ps
+            elif last != ps:
+                return False
+            r.seen[s] = b"%d" % leaf.index
+        if not r.count:
+            r.start, r.prev0 = leaf.index, prev_hex
+        self.hashes.append(e.hash)
+        r.count += 1
+        self.prev_hex = binascii.hexlify(e.hash)
+        return True
+
+    def lines(self, buf: bytes, p: int, q: int) -> int | None:
+        """Accept buf[p:q] line by line; the offset in buf of the first line refused."""
+        while p < q:
+            nl = buf.find(b"\n", p, q)
+            end = q if nl < 0 else nl + 1
+            if not self.bulk(buf, p, end) and not self.careful(buf[p : end - (nl >= 0)]):
+                return p
+            p = end
+        return None
+
+
+def _pread(fd: int, lo: int, hi: int) -> bytes:
+    parts = []
+    while lo < hi:
+        part = os.pread(fd, hi - lo, lo)
+        if not part:
+            break
+        parts.append(part)
+        lo += len(part)
+    return b"".join(parts)
+
+
+def _scan_range(args: tuple[int, int, int, tuple[int, ...]]) -> _Range:
+    """Scan the entry lines in bytes [lo, hi) of the file; see the comment above."""
+    fd, lo, hi, kept = args
+    collect = gc.isenabled()
+    gc.disable()  # many short-lived tuples, no cycles: collections would only cost time
+    try:
+        return _scan(fd, lo, hi, kept)
+    finally:
+        if collect:
+            gc.enable()
+
+
+def _block(fd: int, at: int, hi: int) -> bytes:
+    """The whole lines from ``at`` on, about :data:`BLOCK_BYTES` of them (at least one)."""
+    buf = os.pread(fd, min(BLOCK_BYTES, hi - at), at)
+    if at + len(buf) >= hi or not buf:
+        return buf
+    nl = buf.rfind(b"\n")
+    return buf[: nl + 1] if nl >= 0 else _pread(fd, at, _line_end(fd, at, hi))
+
+
+def _scan(fd: int, lo: int, hi: int, kept: tuple[int, ...]) -> _Range:
+    sc, at = _Scanner(), lo
+    while at < hi:
+        buf = _block(fd, at, hi)  # read block by block: each is still in cache when checked
+        if not buf:
+            break
+        m, end = sc.bulk(buf, 0, len(buf)), len(buf)
+        if not m or m < sc.lines_in_block or not buf.endswith(b"\n"):
+            p = 0
+            for _ in range(m):  # the lines bulk accepted before the one it refused
+                p = buf.index(b"\n", p) + 1
+            stop = sc.lines(buf, p, end)
+            if stop is not None:
+                sc.r.stop = at + stop
+                break
+        at += end
+    r = sc.r
+    if r.count:
+        r.last = sc.hashes[-1]
+        levels = _levels(r.start, sc.hashes)
+        r.pieces = _pieces(levels, r.start, r.start + r.count)
+        for size in kept:
+            if r.start < size <= r.start + r.count:
+                r.snaps[size] = _pieces(levels, r.start, size)
+    return r
+
+
+def _levels(start: int, hashes: list[bytes]) -> list[tuple[int, list[bytes]]]:
+    """Every complete aligned perfect subtree inside [start, start + len(hashes)), by level:
+    ``(first, roots)``, where ``first`` is the first subtree's index at that level."""
+    levels, row, first, digest, node = [], hashes, start, sha256, b"\x01"
+    while row:
+        levels.append((first, row))
+        odd = first & 1
+        pairs = iter(row[odd : odd + (len(row) - odd) // 2 * 2])
+        row = [digest(node + lt + rt).digest() for lt, rt in zip(pairs, pairs, strict=False)]
+        first = (first + odd) >> 1
+    return levels
+
+
+def _pieces(levels: list[tuple[int, list[bytes]]], lo: int, hi: int) -> _Pieces:
+    """The aligned perfect subtrees that exactly cover [lo, hi), left to right."""
+    left: _Pieces = []
+    right: _Pieces = []
+    level = 0
+    while lo < hi:
+        first, row = levels[level]
+        if lo >> level & 1:
+            left.append((level, row[(lo >> level) - first]))
+            lo += 1 << level
+        if hi >> level & 1 and lo < hi:
+            right.append((level, row[(hi >> level) - 1 - first]))
+            hi -= 1 << level
+        level += 1
+    return left + right[::-1]
+
+
+def _push(stack: list[bytes], size: int, pieces: _Pieces) -> int:
+    """Extend the tree [0, size), held as its binary decomposition, by aligned pieces."""
+    digest, node = sha256, b"\x01"
+    for level, piece in pieces:
+        h, n = piece, size >> level
+        while n & 1:  # as RootBuilder.append, one level up per trailing one bit
+            h = digest(node + stack.pop() + h).digest()
+            n >>= 1
+        stack.append(h)
+        size += 1 << level
+    return size
+
+
+class _Frontier(HashSource):
+    """The perfect subtrees of the binary decomposition of ``size``, for RootBuilder."""
+
+    def __init__(self, stack: list[bytes], size: int) -> None:
+        self.nodes, start = {}, 0
+        levels = [lv for lv in range(size.bit_length() - 1, -1, -1) if size >> lv & 1]
+        for level, h in zip(levels, stack, strict=True):
+            self.nodes[level, start >> level] = h
+            start += 1 << level
+
+    def subtree(self, level: int, index: int) -> bytes:
+        return self.nodes[level, index]
+
+
+def _regular_file(lines: Iterable[str]) -> int | None:
+    """The descriptor behind ``lines`` if it is a fresh UTF-8 text reader of a regular file."""
+    if not isinstance(lines, io.TextIOWrapper):
+        return None
+    try:
+        if codecs.lookup(lines.encoding).name != "utf-8" or lines.errors != "strict":
+            return None
+        if lines.tell() != 0:
+            return None
+        fd = lines.fileno()
+        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (OSError, ValueError, LookupError):  # io.UnsupportedOperation is an OSError
+        return None
+
+
+def _line_end(fd: int, at: int, size: int) -> int:
+    """The offset just past the first newline at or after ``at`` (``size`` if none)."""
+    while at < size:
+        window = os.pread(fd, 1 << 16, at)
+        nl = window.find(b"\n")
+        if nl >= 0:
+            return at + nl + 1
+        if not window:
+            break
+        at += len(window)
+    return size
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _audit_file(
+    fd: int, verifier: Verifier, olders: list[Checkpoint], report: Progress, workers: int | None
+) -> AuditReport:
+    """:func:`audit_export` of a regular file, read as bytes; see the comment above."""
+    size = os.fstat(fd).st_size
+    body = _line_end(fd, 0, size)
+    head = _pread(fd, 0, body)
+    if b"\r" in head:  # not a line end a byte scan agrees on: read it all as text
+        return _resume(fd, 0, None, None, verifier, olders, report)
+    # 2. The header names the log this key speaks for.
+    header = _read_header(head.decode("utf-8") if head else None, verifier)
+    total = header.size
+    report(0, total)
+    # 3. Every entry, range by range; the sequential audit from the first thing that is off.
+    kept = tuple(sorted({c.size for c in olders if c.size > 0}))
+    if workers is None:
+        workers = _usable_cores() if total >= PARALLEL_MIN_ENTRIES else 1
+    step = min(CHUNK_BYTES, max((size - body) // (workers * 8), 1 << 20))
+    cuts = [body]
+    while cuts[-1] < size:
+        cuts.append(_line_end(fd, min(cuts[-1] + step, size) - 1, size))
+    jobs = [(fd, lo, hi, kept) for lo, hi in itertools.pairwise(cuts)]
+    state = _Stitched()
+    if workers > 1 and len(jobs) > 1:
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+        with ctx.Pool(min(workers, len(jobs))) as pool:
+            at = state.stitch(pool.imap(_scan_range, jobs), jobs, size, total, report)
+    else:
+        at = state.stitch(map(_scan_range, jobs), jobs, size, total, report)
+    return _resume(fd, at, header, state, verifier, olders, report)
+
+
+@dataclass(slots=True)
+class _Stitched:
+    """The sequential audit's state after the ranges stitched so far."""
+
+    size: int = 0
+    prev_hex: bytes = GENESIS_PREV.encode()
+    stack: list[bytes] = field(default_factory=list)
+    seen: dict[bytes, bytes] = field(default_factory=dict)
+    roots: dict[int, bytes] = field(default_factory=dict)
+
+    def stitch(
+        self,
+        ranges: Iterable[_Range],
+        jobs: list[tuple[int, int, int, tuple[int, ...]]],
+        end: int,
+        total: int,
+        report: Progress,
+    ) -> int:
+        """Take ranges in order while they fit; the offset the sequential audit goes on at."""
+        for r, (_, lo, _, _) in zip(ranges, jobs, strict=False):
+            if r.count:
+                get = self.seen.get
+                if (
+                    r.start != self.size
+                    or r.prev0 != self.prev_hex
+                    or any(get(s, _NULL) != ps for s, ps in r.first.items())
+                ):
+                    return lo
+                for size, pieces in r.snaps.items():
+                    stack = list(self.stack)
+                    _push(stack, self.size, pieces)
+                    self.roots[size] = _fold_stack(stack)
+                self.size = _push(self.stack, self.size, r.pieces)
+                self.prev_hex = binascii.hexlify(r.last)
+                self.seen.update(r.seen)
+                report(self.size, total)
+            if r.stop is not None:
+                return r.stop
+        return end
+
+
+def _fold_stack(stack: list[bytes]) -> bytes:
+    """MTH of the tree whose binary decomposition is ``stack``, as RootBuilder.root."""
+    if not stack:
+        return EMPTY_ROOT
+    acc = stack[-1]
+    for h in reversed(stack[:-1]):
+        acc = sha256(b"\x01" + h + acc).digest()
+    return acc
+
+
+def _resume(
+    fd: int,
+    at: int,
+    header: ExportHeader | None,
+    done: _Stitched | None,
+    verifier: Verifier,
+    olders: list[Checkpoint],
+    report: Progress,
+) -> AuditReport:
+    """The sequential audit from byte ``at`` on, in the state ``done`` describes
+    (``header`` None: from the start of the file, header included)."""
+    kept = sorted({c.size for c in olders if c.size > 0})
+    with io.TextIOWrapper(open(os.dup(fd), "rb"), encoding="utf-8") as text:
+        text.buffer.seek(at)
+        it = iter(text)
+        if header is None or done is None:
+            header = _read_header(next(it, None), verifier)
+            report(0, header.size)
+            st = _State(snap_sizes=kept)
+        else:
+            n = done.size
+            st = _State(
+                snap_sizes=[k for k in kept if k > n],
+                size=n,
+                prev=bytes.fromhex(done.prev_hex.decode()),
+                builder=RootBuilder.from_source(n, _Frontier(done.stack, n)),
+                seen={s.decode(): int(i) for s, i in done.seen.items()},
+                roots=done.roots,
+            )
+        cp_line = _stream(it, st, header.size, report)
+        report(st.size, header.size)
+        return _finish(cp_line, it, st, header, olders, verifier)
