@@ -11,12 +11,14 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+from anyio import to_thread
+
 from exchange.clients.model import SCOPE_PULL, Principal
 from exchange.clients.service import require_scope
-from exchange.errors import ConsentDenied, NotFound, PeerUnavailable
+from exchange.errors import ConsentDenied, LedgerUnavailable, NotFound, PeerUnavailable
 from exchange.federation import service as fed
 from exchange.federation.messages import PeerRefused, PeerRequest
-from exchange.ledger.service import commit_wait, receipt
+from exchange.ledger.service import commit_wait, receipt, take_refs, wait_refs
 from exchange.node import Node
 from exchange.pull.service import Decision, PullRequest, Requester, decide_for, release
 
@@ -29,12 +31,18 @@ class PullOutcome:
     receipts: dict[str, str] = field(default_factory=dict)
 
 
-def _decide(node: Node, prepared: fed.Prepared) -> tuple[Decision, int]:
+def _decide_commit(node: Node, prepared: fed.Prepared) -> tuple[Decision, list[str]]:
+    """The decision's transaction: committed with its ledger event; the event's refs."""
     with node.sessions.begin() as session:
         decision = decide_for(session, node, prepared.requester, prepared.req,
                               remote=prepared.remote, refused=prepared.refused,
                               forwarding=prepared.forwarding)
-    return decision, commit_wait(node, session)[-1]
+    return decision, list(take_refs(session))
+
+
+def _decide(node: Node, prepared: fed.Prepared) -> tuple[Decision, int]:
+    decision, refs = _decide_commit(node, prepared)
+    return decision, wait_refs(node, refs)[-1]
 
 
 def _refuse(decision: Decision, index: int, **extra: object) -> NotFound | ConsentDenied:
@@ -84,6 +92,29 @@ def run_pull(node: Node, principal: Principal, req: PullRequest, *, holder: str 
                   peer_ledger_index=e.problem.get("ledger_index")) from e
     return PullOutcome(list(answer["credentials"]), own, index,
                        {me: own, prepared.holder: str(answer["receipt"])})
+
+
+async def run_pull_async(node: Node, principal: Principal, req: PullRequest, *,
+                         holder: str | None = None,
+                         request_id: str | None = None) -> PullOutcome:
+    """:func:`run_pull` for the event loop. On a single node the decision's transaction runs
+    on a worker thread, the wait for its ledger entry holds no thread, and the release (the
+    presentations and the receipt, short reads) runs on the loop. Across provinces the whole
+    orchestration runs on a worker thread (it makes blocking peer calls)."""
+    if node.federation is not None:
+        return await to_thread.run_sync(
+            lambda: run_pull(node, principal, req, holder=holder, request_id=request_id))
+    require_scope(principal, SCOPE_PULL)
+    prepared = fed.Prepared(Requester(principal.client_id, principal.client_id), req)
+    decision, refs = await to_thread.run_sync(_decide_commit, node, prepared)
+    if node.ledger is None:
+        raise LedgerUnavailable("this process has no ledger writer running")
+    index = (await node.ledger.wait_async(refs))[-1]
+    if not decision.granted:
+        raise _refuse(decision, index)
+    result = release(node, decision, index)
+    me = node.settings.node
+    return PullOutcome(result.credentials, result.receipt, index, {me: result.receipt})
 
 
 def serve_peer_pull(node: Node, peer: PeerRequest,

@@ -101,7 +101,9 @@ def _out(cert: Certificate, base_url: str) -> CertificateOut:
 
 
 @router.post("", status_code=201, response_model=IssuedOut, responses=ERRORS, summary="Issue")
-def issue(body: IssueBody, node: NodeDep, uow: UowDep, principal: PrincipalDep) -> IssuedOut:
+async def issue(
+    body: IssueBody, node: NodeDep, uow: UowDep, principal: PrincipalDep
+) -> IssuedOut:
     """Issue a certificate of `type` to `subject_id` (an agency authorised for the type)."""
     req = service.IssueRequest(
         type=body.type,
@@ -110,8 +112,7 @@ def issue(body: IssueBody, node: NodeDep, uow: UowDep, principal: PrincipalDep) 
         valid_from=parse_instant(body.valid_from),
         valid_until=parse_instant(body.valid_until),
     )
-    with uow() as session:
-        cert = service.issue(session, node, principal, req)
+    cert = await uow.run(lambda session: service.issue(session, node, principal, req))
     return IssuedOut(id=cert.id, credential=cert.credential)
 
 
@@ -126,10 +127,10 @@ def read(cert_id: str, node: NodeDep, principal: PrincipalDep) -> CertificateOut
 @router.post(
     "/{cert_id}/status", response_model=CertificateOut, responses=ERRORS, summary="Set status"
 )
-def set_status(
+async def set_status(
     cert_id: str, body: StatusBody, node: NodeDep, uow: UowDep, principal: PrincipalDep
 ) -> CertificateOut:
     """`valid` ↔ `suspended`; `revoked` is final. The status list reflects it at once."""
-    with uow() as session:
-        cert = service.set_status(session, node, principal, cert_id, body.status, body.reason)
+    cert = await uow.run(lambda session: service.set_status(
+        session, node, principal, cert_id, body.status, body.reason))
     return _out(cert, node.base_url)

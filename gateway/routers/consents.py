@@ -57,15 +57,14 @@ def _out(c: Consent, base_url: str) -> ConsentOut:
 
 @router.post("", status_code=201, response_model=ConsentOut,
              responses=responses(400, 401, 404, 413), summary="Grant a consent")
-def grant(body: GrantBody, node: NodeDep, uow: UowDep, subject: SubjectDep) -> ConsentOut:
+async def grant(body: GrantBody, node: NodeDep, uow: UowDep, subject: SubjectDep) -> ConsentOut:
     """Defaults to exactly what the item needs; claims it does not need are refused."""
     until = parse_instant(body.valid_until)
     assert until is not None
     req = service.GrantRequest(grantee=body.grantee, item_code=body.item_code, valid_until=until,
                                max_uses=body.max_uses, certificate_types=body.certificate_types,
                                claims=body.claims)
-    with uow() as session:
-        consent = service.grant(session, node, subject, req)
+    consent = await uow.run(lambda session: service.grant(session, node, subject, req))
     return _out(consent, node.base_url)
 
 
@@ -83,7 +82,6 @@ def list_own(node: NodeDep, subject: SubjectDep) -> ConsentList:
 
 @router.delete("/{consent_id}", status_code=204, response_class=Response,
                responses=responses(401, 404), summary="Revoke a consent, effective at once")
-def revoke(consent_id: str, node: NodeDep, uow: UowDep, subject: SubjectDep) -> Response:
-    with uow() as session:
-        service.revoke(session, node, subject, consent_id)
+async def revoke(consent_id: str, node: NodeDep, uow: UowDep, subject: SubjectDep) -> Response:
+    await uow.run(lambda session: service.revoke(session, node, subject, consent_id))
     return Response(status_code=204)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from exchange.pull.flow import run_pull
+from exchange.pull.flow import run_pull_async
 from exchange.pull.service import PullRequest
 from gateway.deps import NodeDep, PrincipalDep
 from gateway.problems import responses
@@ -46,13 +46,14 @@ class PullOut(BaseModel):
     responses=responses(400, 401, 403, 404, 413, 502, 503, 504),
     summary="Pull certificates for an item, under the subject's consent",
 )
-def pull(body: PullBody, node: NodeDep, principal: PrincipalDep) -> PullOut:
+async def pull(body: PullBody, node: NodeDep, principal: PrincipalDep) -> PullOut:
     """Every attempt is logged first; a denial is a 403/404 problem with `ledger_index`.
 
     Across provinces this node checks the consent at the subject's home node, logs the
     request, and forwards it, signed, to the holding node; `receipts` then holds both."""
     req = PullRequest(body.subject_id, body.item_code, body.consent_id)
-    out = run_pull(node, principal, req, holder=body.holder, request_id=body.request_id)
+    out = await run_pull_async(node, principal, req, holder=body.holder,
+                               request_id=body.request_id)
     return PullOut(
         credentials=[PulledCredential(**c) for c in out.credentials],
         receipt=out.receipt,
