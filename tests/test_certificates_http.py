@@ -312,3 +312,39 @@ def test_openapi_lists_routes_with_errors(http) -> None:  # type: ignore[no-unty
     ):
         assert path in spec["paths"], path
     assert "403" in spec["paths"]["/v1/certificates"]["post"]["responses"]
+
+
+def test_body_limit_over_real_http_framing(live_server, node, token) -> None:  # type: ignore[no-untyped-def]
+    """Through uvicorn: a declared oversized body, a chunked one that grows past the limit,
+    and a lying Content-Length are all refused with nothing stored."""
+    import socket
+
+    import httpx
+
+    before = _count(node)
+    limit = node.settings.max_body_bytes
+    headers = {**bearer(token), "Content-Type": "application/json"}
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"type": "business-license", "claims": {"x": "'
+        for _ in range(limit // 4096 + 2):
+            yield b"a" * 4096
+        yield b'"}}'
+
+    with httpx.Client(base_url=live_server, timeout=30) as c:
+        r = c.post("/v1/certificates", headers=headers, content=chunks())  # chunked
+        assert r.status_code == 413, r.text
+        assert r.json()["type"] == "urn:certex:problem:body-too-large"
+        r = c.post("/v1/certificates", headers={**headers, "Content-Length": str(limit + 1)},
+                   content=b"x" * (limit + 1))
+        assert r.status_code == 413
+    # A Content-Length smaller than what follows: the server reads only the declared bytes
+    # (the rest is not part of this request), so the handler sees a short, invalid body.
+    host, port = live_server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /v1/certificates HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                  + token.encode() + b"\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 5\r\nConnection: close\r\n\r\n" + b"{" + b"a" * 300_000)
+        reply = s.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 4"), reply[:100]
+    assert _count(node) == before

@@ -7,25 +7,24 @@ import random
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
 
-from exchange.bootstrap import uscc_with_prefix
-from exchange.catalog.service import get_national_item
-from exchange.clients.agencies import register_agency
-from exchange.clients.service import register_client
-from exchange.clients.tools import client_assertion, signing_key_from_private_jwk, write_jwk_pair
-from exchange.devfed import LocalFederation
-from exchange.node import Node
-from exchange.subjects.service import issue_dev_token
+if TYPE_CHECKING:
+    from exchange.devfed import LocalFederation
+
+# The verbs here import the node's machinery (SQLAlchemy, alembic) inside their bodies, so
+# every other verb — `certex audit verify` above all — starts without it.
 
 dev_app = typer.Typer(help="Development helpers.", no_args_is_help=True)
 ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 def _token(base: str, client_id: str, key_file: Path) -> str:
+    from exchange.clients.tools import client_assertion, signing_key_from_private_jwk
+
     key = signing_key_from_private_jwk(json.loads(key_file.read_text()))
     a = client_assertion(key, client_id=client_id, token_url=f"{base}/oauth2/token",
                          now=time.time())
@@ -37,6 +36,14 @@ def _token(base: str, client_id: str, key_file: Path) -> str:
 
 
 def seed(lf: LocalFederation) -> dict[str, str]:
+    from exchange.bootstrap import uscc_with_prefix
+    from exchange.catalog.service import get_national_item
+    from exchange.clients.agencies import register_agency
+    from exchange.clients.service import register_client
+    from exchange.clients.tools import write_jwk_pair
+    from exchange.node import Node
+    from exchange.subjects.service import issue_dev_token
+
     """Guangdong market regulation issues a licence to a Guangdong enterprise, which grants a
     Chongqing bank consent at its home node (44) for 企业银行开户."""
     rng = random.Random("certex-dev-federation")  # noqa: S311  demo identifiers
@@ -94,6 +101,8 @@ def federation(
         import shutil
 
         shutil.rmtree(root)
+    from exchange.devfed import LocalFederation
+
     lf = LocalFederation(root.resolve(), codes)
     lf.setup()
     lf.start()

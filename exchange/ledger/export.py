@@ -22,14 +22,14 @@ import base64
 import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import orjson
 
 from exchange.errors import InvalidInput, NotFound
-from exchange.ledger import store
-from exchange.ledger.writer import origin_of
-from exchange.node import Node
+
+if TYPE_CHECKING:
+    from exchange.node import Node
 
 FORMAT: Final = "certex-ledger-export/1"
 """The value of the header line's ``format`` member."""
@@ -82,6 +82,10 @@ def export_ledger(node: Node, out: IO[str], progress: Progress | None = None) ->
     from storage are not invented: the file then has fewer entry lines than ``size``, which
     is exactly what the audit reports.
     """
+    # The writer side needs the database; the reader side (the audit) must not load it.
+    from exchange.ledger import store
+    from exchange.ledger.writer import origin_of
+
     with node.engine.connect() as conn:
         # 1. The tree head first: everything below its size is immutable, appends are not.
         cp = store.latest_checkpoint(conn)
