@@ -165,3 +165,48 @@ def test_unknown_issuer_and_garbage(http, node) -> None:  # type: ignore[no-unty
     assert _verify(http, "not-a-credential")["valid"] is False
     r = http.post("/v1/verify", json={"credential": 5})
     assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_concurrent_verifies_share_status_reads_and_each_gets_its_verdict(  # type: ignore[no-untyped-def]
+    http, node, issued, live_server
+) -> None:
+    """Over real HTTP, 80 verifies at once: the status reads are batched across requests,
+    and still every request gets the verdict of its own credential."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from sqlalchemy import text
+
+    token = access_token(http, node, issued.agency)
+    creds = [issued() for _ in range(8)]
+    cert_ids = [_dec(c.split("~")[0].split(".")[1])["certificate_id"] for c in creds]
+    expected: dict[str, str | None] = dict.fromkeys(creds)
+    for n, status in ((0, "revoked"), (1, "revoked"), (2, "suspended")):
+        r = http.post(f"/v1/certificates/{cert_ids[n]}/status", headers=bearer(token),
+                      json={"status": status, "reason": "test"})
+        assert r.status_code == 200, r.text
+        expected[creds[n]] = status
+    # A status entry that is gone (storage damaged): the credential cannot be vouched for.
+    gone = _dec(creds[3].split("~")[0].split(".")[1])["status"]["status_list"]
+    with node.engine.begin() as conn:
+        conn.execute(text("DELETE FROM status_entries WHERE idx = :i AND list_id = :l"),
+                     {"i": gone["idx"], "l": int(gone["uri"].rsplit("/", 1)[1])})
+    expected[creds[3]] = "bad-status-claim"
+    asks = [creds[i % len(creds)] for i in range(80)]
+
+    def one(cred: str) -> tuple[str, dict[str, Any]]:
+        with httpx.Client(base_url=live_server, timeout=30) as c:
+            r = c.post("/v1/verify", json={"credential": cred})
+            assert r.status_code == 200, r.text
+            return cred, r.json()
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, asks))
+    for cred, body in results:
+        want = expected[cred]
+        if want is None:
+            assert body["valid"] is True and body["status"] == "valid", body
+        else:
+            assert body["valid"] is False and body["reason"] == want, body
+    # The app served by the test client again (another event loop) still answers.
+    assert _verify(http, creds[5])["valid"] is True

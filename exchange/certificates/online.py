@@ -8,7 +8,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.orm import Session
 
-from exchange.certificates.verify import VerifiedCredential, verify_credential
+from exchange.certificates.verify import (
+    CheckedCredential,
+    VerifiedCredential,
+    check_credential,
+    conclude,
+)
 from exchange.errors import NotFound, VerificationFailed
 from exchange.identifiers import validate_uscc
 from exchange.keys.service import agency_owner
@@ -16,10 +21,9 @@ from exchange.node import Node
 from exchange.status import service as status
 
 
-def verify_here(session: Session, node: Node, credential: str) -> VerifiedCredential:
-    """Verify a credential issued by an agency of this node."""
+def check_here(session: Session, node: Node, credential: str) -> CheckedCredential:
+    """Every check but the status, for a credential issued by an agency of this node."""
     issuers = f"{node.base_url}/issuers/"
-    lists = f"{node.base_url}/v1/status-lists/"
 
     def resolve_key(iss: str, header: Mapping[str, Any]) -> Ed25519PublicKey:
         if not iss.startswith(issuers):
@@ -33,17 +37,32 @@ def verify_here(session: Session, node: Node, credential: str) -> VerifiedCreden
             raise VerificationFailed("issuer URL holds no valid USCC", code="unknown-issuer") from e
         return node.keys.public_key(session, header.get("kid"), agency_owner(uscc))
 
-    def status_of(uri: str, idx: int) -> int:
-        list_part = uri[len(lists) :] if uri.startswith(lists) else ""
-        if not list_part.isdigit():
-            raise VerificationFailed(
-                f"status list {uri!r} is not this node's", code="bad-status-claim"
-            )
-        try:
-            return status.status_of(session, int(list_part), idx)
-        except NotFound as e:
-            raise VerificationFailed("status entry does not exist", code="bad-status-claim") from e
+    return check_credential(credential, resolve_key=resolve_key, now=node.clock.now())
 
-    return verify_credential(
-        credential, resolve_key=resolve_key, status_of=status_of, now=node.clock.now()
-    )
+
+def status_entry(node: Node, checked: CheckedCredential) -> tuple[int, int]:
+    """(list id, index) of the credential's status in this node's lists."""
+    lists = f"{node.base_url}/v1/status-lists/"
+    uri = checked.status_uri
+    list_part = uri[len(lists) :] if uri.startswith(lists) else ""
+    if not list_part.isdigit():
+        raise VerificationFailed(f"status list {uri!r} is not this node's", code="bad-status-claim")
+    return int(list_part), checked.status_idx
+
+
+def conclude_here(checked: CheckedCredential, value: int | NotFound) -> VerifiedCredential:
+    """The verdict from this node's status entry (or its absence)."""
+    if isinstance(value, NotFound):
+        raise VerificationFailed("status entry does not exist", code="bad-status-claim")
+    return conclude(checked, value)
+
+
+def verify_here(session: Session, node: Node, credential: str) -> VerifiedCredential:
+    """Verify a credential issued by an agency of this node."""
+    checked = check_here(session, node, credential)
+    list_id, idx = status_entry(node, checked)
+    try:
+        value: int | NotFound = status.status_of(session, list_id, idx)
+    except NotFound as e:
+        value = e
+    return conclude_here(checked, value)

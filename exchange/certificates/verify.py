@@ -52,6 +52,32 @@ def verify_credential(
     now: float,
 ) -> VerifiedCredential:
     """Verify ``credential`` or raise VerificationFailed naming the single reason."""
+    checked = check_credential(credential, resolve_key=resolve_key, now=now)
+    return conclude(checked, status_of(checked.status_uri, checked.status_idx))
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedCredential:
+    """A credential whose every check but its status has passed (see :func:`conclude`)."""
+
+    issuer: str
+    kid: str
+    vct: str
+    type: str
+    certificate_id: str
+    valid_from: int | None
+    valid_until: int | None
+    disclosed: Mapping[str, Any]
+    status_uri: str
+    status_idx: int
+
+
+def check_credential(
+    credential: str, *, resolve_key: IssuerKeyResolver, now: float
+) -> CheckedCredential:
+    """Steps 1-3 and the shape of the status claim; raise VerificationFailed naming the
+    single reason. The status itself is looked up by the caller (perhaps for many
+    credentials at once) and judged by :func:`conclude`."""
     if not isinstance(credential, str) or len(credential) > 200_000:
         raise VerificationFailed("credential must be an SD-JWT string", code="malformed")
     # 1. SD-JWT: typ, alg allowlist, issuer key, signature, disclosures, validity window.
@@ -80,7 +106,7 @@ def verify_credential(
         raise VerificationFailed(
             "certificate_id is missing or invalid", code="bad-certificate-id"
         ) from e
-    # 4. Status (Token Status List).
+    # 4. Status (Token Status List): the reference must be well formed.
     ref = claims.get("status", {})
     sl = ref.get("status_list") if isinstance(ref, dict) else None
     if not (
@@ -90,13 +116,7 @@ def verify_credential(
         and not isinstance(sl.get("idx"), bool)
     ):
         raise VerificationFailed("status claim is missing or malformed", code="bad-status-claim")
-    value = status_of(sl["uri"], sl["idx"])
-    if value in STATUS_FAILURES:
-        code, detail = STATUS_FAILURES[value]
-        raise VerificationFailed(detail, code=code)
-    if value not in (None, 0):
-        raise VerificationFailed(f"unknown status value {value}", code="bad-status")
-    return VerifiedCredential(
+    return CheckedCredential(
         issuer=str(claims.get("iss")),
         kid=str(verified.header.get("kid")),
         vct=vct,
@@ -104,8 +124,29 @@ def verify_credential(
         certificate_id=str(cert_id),
         valid_from=_int(claims.get("nbf")),
         valid_until=_int(claims.get("exp")),
-        status="valid" if value == 0 else "unchecked",
         disclosed=dict(verified.disclosed),
+        status_uri=sl["uri"],
+        status_idx=sl["idx"],
+    )
+
+
+def conclude(checked: CheckedCredential, value: int | None) -> VerifiedCredential:
+    """The verdict once the status is known (``None``: no status source was available)."""
+    if value in STATUS_FAILURES:
+        code, detail = STATUS_FAILURES[value]
+        raise VerificationFailed(detail, code=code)
+    if value not in (None, 0):
+        raise VerificationFailed(f"unknown status value {value}", code="bad-status")
+    return VerifiedCredential(
+        issuer=checked.issuer,
+        kid=checked.kid,
+        vct=checked.vct,
+        type=checked.type,
+        certificate_id=checked.certificate_id,
+        valid_from=checked.valid_from,
+        valid_until=checked.valid_until,
+        status="valid" if value == 0 else "unchecked",
+        disclosed=checked.disclosed,
     )
 
 

@@ -7,9 +7,10 @@ random draws keep finding taken is closed and the next one opened.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import Executable, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from exchange.clock import Clock
@@ -82,10 +83,34 @@ def set_status(session: Session, list_id: int, idx: int, value: int) -> None:
 
 
 def status_of(session: Session, list_id: int, idx: int) -> int:
-    entry = session.get(StatusEntry, (list_id, idx))
-    if entry is None:
-        raise NotFound(f"status entry {list_id}/{idx} does not exist")
-    return entry.status
+    value = statuses_of(session, [(list_id, idx)])[0]
+    if isinstance(value, NotFound):
+        raise value
+    return value
+
+
+def statuses_of(session: Session, entries: Sequence[tuple[int, int]]) -> list[int | NotFound]:
+    """The status of each (list id, index), in one statement; NotFound in place of an entry
+    that does not exist."""
+    wanted = sorted(set(entries))
+    if not wanted:
+        return []
+    stmt: Executable
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = text(
+            "SELECT e.list_id, e.idx, e.status FROM status_entries e "
+            "JOIN unnest(CAST(:lists AS int[]), CAST(:idxs AS int[])) AS k(l, i) "
+            "ON e.list_id = k.l AND e.idx = k.i"
+        ).bindparams(lists=[w[0] for w in wanted], idxs=[w[1] for w in wanted])
+    else:  # SQLite: a row-value IN over the primary key
+        stmt = select(StatusEntry.list_id, StatusEntry.idx, StatusEntry.status).where(
+            tuple_(StatusEntry.list_id, StatusEntry.idx).in_(wanted)
+        )
+    found = {(a, b): int(v) for a, b, v in session.execute(stmt)}
+    return [
+        found[e] if e in found else NotFound(f"status entry {e[0]}/{e[1]} does not exist")
+        for e in entries
+    ]
 
 
 def list_token(

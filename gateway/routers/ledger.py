@@ -4,14 +4,12 @@ The public read routes (checkpoint, vkey, inclusion proof, receipt) are ``async 
 checkpoint, vkey and receipt run their short read inline (one pooled connection, at most two
 statements, usually none for the checkpoint: see :mod:`exchange.ledger.store`), cheaper than
 the threadpool hop a ``def`` route costs; inclusion proofs are batched across concurrent
-requests (:class:`_ProofBatch`). They take the node from ``request.app.state`` (a ``def``
-dependency would hop too) and answer with bytes built by orjson; ``response_model`` still
-documents the JSON shape.
+requests (:class:`gateway.batching.Batcher`). They take the node from ``request.app.state``
+and answer with bytes built by orjson; ``response_model`` still documents the JSON shape.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import orjson
@@ -21,9 +19,9 @@ from pydantic import BaseModel, Field
 from exchange.clients.model import SCOPE_AUDIT
 from exchange.clients.service import require_scope
 from exchange.crypto.encoding import b64_encode
-from exchange.errors import ExchangeError
 from exchange.ledger import service
 from exchange.node import Node
+from gateway.batching import Batcher
 from gateway.deps import NodeDep, PrincipalDep
 from gateway.problems import responses
 
@@ -37,65 +35,19 @@ def _node(request: Request) -> Node:
     return node
 
 
-class _ProofBatch:
-    """Inclusion proofs asked while the previous batch was being read, answered together.
-
-    One batch at a time runs :func:`service.inclusion_proofs` (one pooled connection, at
-    most one statement for all its stored hashes) on a worker thread, so the event loop keeps
-    parsing requests and writing responses while the database answers; every ask that
-    arrives meanwhile joins the next batch. Errors are per ask, as if each had been asked
-    alone; a failure of the whole read (the database is down) is every ask's error."""
-
-    def __init__(self, node: Node) -> None:
-        self._node = node
-        self._asks: list[tuple[int, int | None, asyncio.Future[tuple[int, list[bytes]]]]] = []
-        self._busy = False
-
-    def ask(self, index: int, size: int | None) -> asyncio.Future[tuple[int, list[bytes]]]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[int, list[bytes]]] = loop.create_future()
-        self._asks.append((index, size, fut))
-        if not self._busy:
-            self._busy = True
-            loop.call_soon(self._start, loop)  # after the requests already runnable
-        return fut
-
-    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        asks, self._asks = self._asks, []
-        pending = loop.run_in_executor(
-            None, service.inclusion_proofs, self._node, [(i, s) for i, s, _ in asks]
-        )
-        pending.add_done_callback(lambda done: self._done(loop, asks, done))
-
-    def _done(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        asks: list[tuple[int, int | None, asyncio.Future[tuple[int, list[bytes]]]]],
-        done: asyncio.Future[list[tuple[int, list[bytes]] | ExchangeError]],
-    ) -> None:
-        if self._asks:
-            self._start(loop)
-        else:
-            self._busy = False
-        error = done.exception()
-        for n, (_, _, fut) in enumerate(asks):
-            if fut.done():  # the client went away
-                continue
-            if error is not None:
-                fut.set_exception(error)
-                continue
-            result = done.result()[n]
-            if isinstance(result, Exception):
-                fut.set_exception(result)
-            else:
-                fut.set_result(result)
+_Proof = tuple[int, list[bytes]]
 
 
-def _proofs(request: Request) -> _ProofBatch:
+def _proofs(request: Request) -> Batcher[tuple[int, int | None], _Proof]:
+    """Inclusion proofs asked while the previous batch was being read, answered together
+    by :func:`service.inclusion_proofs` (one pooled connection, at most one statement)."""
     state = request.app.state
-    batch: _ProofBatch | None = getattr(state, "ledger_proof_batch", None)
+    batch: Batcher[tuple[int, int | None], _Proof] | None = getattr(
+        state, "ledger_proof_batch", None)
     if batch is None:
-        batch = state.ledger_proof_batch = _ProofBatch(_node(request))
+        node = _node(request)
+        batch = state.ledger_proof_batch = Batcher(
+            lambda asks: service.inclusion_proofs(node, asks))
     return batch
 
 
@@ -164,7 +116,7 @@ async def inclusion(
         int | None, Query(ge=1, le=MAX_INDEX, description="default: latest checkpoint")
     ] = None,
 ) -> Response:
-    size_used, proof = await _proofs(request).ask(index, size)
+    size_used, proof = await _proofs(request).ask((index, size))
     # The same bytes (and key order) as InclusionOut's serialisation.
     body = {"proof": [b64_encode(h) for h in proof], "index": index, "size": size_used}
     return Response(orjson.dumps(body), media_type=_JSON)
