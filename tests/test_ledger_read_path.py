@@ -313,3 +313,23 @@ def test_http_proofs_batched_concurrently(app, ledger) -> None:  # type: ignore[
         merkle.verify_inclusion(tree.leaf(index), index, size, proof, tree.root(size))
         with pytest.raises(VerificationFailed):
             merkle.verify_inclusion(_flip(tree.leaf(index)), index, size, proof, tree.root(size))
+
+
+def test_batched_receipts_equal_single_ones_and_verify(ledger) -> None:  # type: ignore[no-untyped-def]
+    """``receipts`` (what concurrent pulls share) gives, per index, exactly the receipt
+    ``receipt`` gives alone, each verifying against its checkpoint; errors stay per index."""
+    from exchange.ledger.service import receipt, receipts
+
+    _append(ledger, 37, "receipts")
+    tree = _reference(ledger)
+    n = tree.size
+    verifier = Verifier.from_vkey(verifier_key(ledger))
+    asks = [0, n - 1, 5, 5, n, n + 7, 17]
+    got = receipts(ledger, asks)
+    for index, r in zip(asks, got, strict=True):
+        if index >= n:
+            assert isinstance(r, NotFound)
+            continue
+        assert isinstance(r, str)
+        assert r == receipt(ledger, index)
+        assert verify_receipt(r, verifier=verifier, leaf_hash=tree.leaf(index)).index == index

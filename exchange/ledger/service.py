@@ -145,6 +145,15 @@ def receipt(node: Node, index: int) -> str:
         return store.receipt(conn, index)
 
 
+def receipts(node: Node, indices: Sequence[int]) -> list[str | ExchangeError]:
+    """:func:`receipt` for many indices through one connection and at most one read of
+    stored hashes: the receipt or the error, per index."""
+    from exchange.ledger import store
+
+    with _reads(node).connect() as conn:
+        return store.receipts(conn, indices)
+
+
 def entries(node: Node, start: int, end: int) -> list[tuple[int, bytes]]:
     from exchange.ledger import store
 

@@ -523,6 +523,30 @@ def receipt(conn: Connection, index: int, cp: StoredCheckpoint | None = None) ->
     return make_receipt(index, path, cp.note)
 
 
+def receipts(conn: Connection, indices: Sequence[int]) -> list[str | ExchangeError]:
+    """:func:`receipt` for many indices, each under the latest checkpoint covering it; all
+    the hashes come from the cache or ONE statement. The receipt or the error, per index."""
+    out: list[str | ExchangeError] = []
+    asks: list[tuple[int, int, bytes | None]] = []
+    notes: list[tuple[int, str]] = []  # (position in out, checkpoint note)
+    cache = _cache(conn)
+    for index in indices:
+        try:
+            cp = checkpoint_covering(conn, index)
+        except ExchangeError as e:
+            out.append(e)
+            continue
+        cache.remember(cp)
+        notes.append((len(out), cp.note))
+        out.append("")
+        asks.append((index, cp.size, cp.root))
+    for (pos, note), (index, _, _), path in zip(
+        notes, asks, _verified_inclusions(conn, asks), strict=True
+    ):
+        out[pos] = path if isinstance(path, ExchangeError) else make_receipt(index, path, note)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class StoredEntry:
     index: int

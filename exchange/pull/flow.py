@@ -9,6 +9,7 @@ commits on its own (``node.sessions.begin()`` + ``commit_wait``); nothing else d
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from anyio import to_thread
@@ -20,7 +21,14 @@ from exchange.federation import service as fed
 from exchange.federation.messages import PeerRefused, PeerRequest
 from exchange.ledger.service import commit_wait, receipt, take_refs, wait_refs
 from exchange.node import Node
-from exchange.pull.service import Decision, PullRequest, Requester, decide_for, release
+from exchange.pull.service import (
+    Decision,
+    PullRequest,
+    Requester,
+    decide_for,
+    presentations,
+    release,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +103,13 @@ def run_pull(node: Node, principal: Principal, req: PullRequest, *, holder: str 
 
 
 async def run_pull_async(node: Node, principal: Principal, req: PullRequest, *,
-                         holder: str | None = None,
-                         request_id: str | None = None) -> PullOutcome:
+                         holder: str | None = None, request_id: str | None = None,
+                         receipt_of: Callable[[int], Awaitable[str]] | None = None,
+                         ) -> PullOutcome:
     """:func:`run_pull` for the event loop. On a single node the decision's transaction runs
-    on a worker thread, the wait for its ledger entry holds no thread, and the release (the
-    presentations and the receipt, short reads) runs on the loop. Across provinces the whole
+    on a worker thread, the wait for its ledger entry holds no thread, and the presentations
+    are made on the loop; ``receipt_of`` (e.g. a read batched across requests) gives the
+    receipt, else it is read inline. Across provinces the whole
     orchestration runs on a worker thread (it makes blocking peer calls)."""
     if node.federation is not None:
         return await to_thread.run_sync(
@@ -112,9 +122,9 @@ async def run_pull_async(node: Node, principal: Principal, req: PullRequest, *,
     index = (await node.ledger.wait_async(refs))[-1]
     if not decision.granted:
         raise _refuse(decision, index)
-    result = release(node, decision, index)
-    me = node.settings.node
-    return PullOutcome(result.credentials, result.receipt, index, {me: result.receipt})
+    credentials = presentations(decision)
+    own = await receipt_of(index) if receipt_of is not None else receipt(node, index)
+    return PullOutcome(credentials, own, index, {node.settings.node: own})
 
 
 def serve_peer_pull(node: Node, peer: PeerRequest,

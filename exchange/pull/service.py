@@ -255,7 +255,11 @@ def decide_for(  # noqa: PLR0911  one return per numbered step
 
 def release(node: Node, decision: Decision, ledger_index: int) -> PullResult:
     """The minimal presentations and the receipt; call only after the entry is committed."""
+    return PullResult(presentations(decision), receipt(node, ledger_index), ledger_index)
+
+
+def presentations(decision: Decision) -> list[dict[str, str]]:
+    """The minimal SD-JWT presentations a granted decision releases."""
     assert decision.granted
-    creds = [{"type": r.type, "credential": present(r.credential, r.disclose)}
-             for r in decision.releases]
-    return PullResult(creds, receipt(node, ledger_index), ledger_index)
+    return [{"type": r.type, "credential": present(r.credential, r.disclose)}
+            for r in decision.releases]
