@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from exchange.catalog.service import get_item
@@ -63,9 +63,32 @@ class PullResult:
     ledger_index: int
 
 
+# The decision's statements, built once (with bound parameters) and run on the session's
+# connection: no statement construction, cache-key walk or ORM execution layer per pull.
+_CLIENT_ITEMS = select(Client.items).where(Client.id == bindparam("client_id"))
+_CERTIFICATES = (
+    select(Certificate.id, Certificate.credential, Certificate.status,
+           Certificate.valid_from, Certificate.valid_until)
+    .where(Certificate.subject_id == bindparam("subject_id"),
+           Certificate.type == bindparam("ctype"))
+    .order_by(Certificate.issued_at.desc(), Certificate.id)
+)
+_CONSENT = select(
+    Consent.id, Consent.subject_id, Consent.grantee, Consent.national_item, Consent.scope,
+    Consent.valid_from, Consent.valid_until, Consent.max_uses, Consent.uses, Consent.status,
+).where(Consent.id == bindparam("consent_id"))
+_CONSENT_STATUS = select(Consent.status).where(Consent.id == bindparam("consent_id"))
+_COUNT_USE = (
+    update(Consent)
+    .where(Consent.id == bindparam("consent_id"), Consent.status == "active",
+           Consent.uses < Consent.max_uses, Consent.valid_until > bindparam("now"))
+    .values(uses=Consent.uses + 1)
+)
+
+
 def _client_items(session: Session, client_id: str) -> set[str]:
     """The national items a client of this node may use (none if it does not exist)."""
-    codes = session.execute(select(Client.items).where(Client.id == client_id)).scalar()
+    codes = session.connection().execute(_CLIENT_ITEMS, {"client_id": client_id}).scalar()
     items: set[str] = set()
     for code in codes or ():
         try:
@@ -89,12 +112,8 @@ class _Held:
 def _current_certificate(session: Session, subject_id: str, ctype: str,
                          now: int) -> _Held | str:
     """The subject's newest valid certificate of ``ctype``, or the reason there is none."""
-    certs = [_Held(*row) for row in session.execute(
-        select(Certificate.id, Certificate.credential, Certificate.status,
-               Certificate.valid_from, Certificate.valid_until)
-        .where(Certificate.subject_id == subject_id, Certificate.type == ctype)
-        .order_by(Certificate.issued_at.desc(), Certificate.id)
-    )]
+    certs = [_Held(*row) for row in session.connection().execute(
+        _CERTIFICATES, {"subject_id": subject_id, "ctype": ctype})]
     for cert in certs:
         if cert.status == "valid" and cert.valid_from <= now < cert.valid_until:
             return cert
@@ -136,11 +155,7 @@ class ConsentTerms:
     @classmethod
     def load(cls, session: Session, node: Node, consent_id: str) -> ConsentTerms | None:
         """The terms of this node's consent ``consent_id`` (one row read, no ORM instance)."""
-        row = session.execute(
-            select(Consent.id, Consent.subject_id, Consent.grantee, Consent.national_item,
-                   Consent.scope, Consent.valid_from, Consent.valid_until, Consent.max_uses,
-                   Consent.uses, Consent.status).where(Consent.id == consent_id)
-        ).first()
+        row = session.connection().execute(_CONSENT, {"consent_id": consent_id}).first()
         if row is None:
             return None
         return cls(row.id, subject_pseudonym(node, row.subject_id), row.grantee,
@@ -236,15 +251,11 @@ def decide_for(  # noqa: PLR0911  one return per numbered step
         releases.append(Release(ctype, found.id, found.credential, disclose))
     # 4. Count the use exactly: the conditional update is the arbiter under concurrency.
     if remote is None:
-        counted = session.execute(
-            update(Consent)
-            .where(Consent.id == terms.id, Consent.status == "active",
-                   Consent.uses < Consent.max_uses, Consent.valid_until > now)
-            .values(uses=Consent.uses + 1)
-        )
-        if getattr(counted, "rowcount", 0) != 1:
-            now_status = session.execute(
-                select(Consent.status).where(Consent.id == terms.id)).scalar()
+        counted = session.connection().execute(
+            _COUNT_USE, {"consent_id": terms.id, "now": now})
+        if counted.rowcount != 1:
+            now_status = session.connection().execute(
+                _CONSENT_STATUS, {"consent_id": terms.id}).scalar()
             if now_status != "active":
                 return deny("consent-revoked", "the consent has been revoked")
             return deny("consent-exhausted", "the consent has no uses left")
