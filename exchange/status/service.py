@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Executable, select, text, tuple_
+from sqlalchemy import Executable, bindparam, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from exchange.clock import Clock
@@ -32,13 +32,18 @@ def list_uri(base_url: str, list_id: int) -> str:
     return f"{base_url}/v1/status-lists/{list_id}"
 
 
-def _newest_list(session: Session, purpose: str) -> StatusListRecord | None:
-    return session.scalar(
-        select(StatusListRecord)
-        .where(StatusListRecord.purpose == purpose)
-        .order_by(StatusListRecord.id.desc())
-        .limit(1)
-    )
+_NEWEST_LIST = (
+    select(StatusListRecord.id, StatusListRecord.size)
+    .where(StatusListRecord.purpose == bindparam("purpose"))
+    .order_by(StatusListRecord.id.desc())
+    .limit(1)
+)
+
+
+def _newest_list(session: Session, purpose: str) -> tuple[int, int] | None:
+    """(id, size) of the newest list for ``purpose``: one prepared read, no ORM instance."""
+    row = session.connection().execute(_NEWEST_LIST, {"purpose": purpose}).first()
+    return (int(row[0]), int(row[1])) if row else None
 
 
 def _new_list(session: Session, purpose: str, clock: Clock) -> StatusListRecord:
@@ -60,8 +65,11 @@ def allocate(
     A list counts as full when ``FULL_AFTER_COLLISIONS`` random draws in a row hit taken
     indices (around 75 % filled), and the next list is opened.
     """
-    rec = _newest_list(session, purpose) or _new_list(session, purpose, clock)
-    list_id, size = rec.id, rec.size
+    newest = _newest_list(session, purpose)
+    if newest is None:
+        rec = _new_list(session, purpose, clock)
+        newest = rec.id, rec.size
+    list_id, size = newest
     collisions = 0
     for _ in range(64):
         idx = rng.randrange(size)
