@@ -469,6 +469,37 @@ _PSEUDONYM_BYTES: Final = re.compile(rb"[0-9a-f]{64}").fullmatch
 _Pieces = list[tuple[int, bytes]]  # aligned perfect subtrees (level, hash), left to right
 
 
+_MANY: list[Callable[[bytes], list[bytes]] | None] = []  # _decoder's, once it is made
+
+
+def _decoder() -> Callable[[bytes], list[bytes]] | None:
+    """pydantic-core's base64 decoder (Rust, ~3x binascii's speed): a JSON array of
+    strings to a list of bytes in one call. It takes standard and URL-safe base64 with or
+    without padding, so the caller leaves it only strings of a length divisible by 4 with
+    no ``-``, ``_`` or backslash (a JSON escape); it refuses non-zero unused bits, which
+    strict ``a2b_base64`` allows, so what it refuses goes to a2b. None: not usable here."""
+    if not _MANY:
+        _MANY.append(None)
+        with suppress(Exception):  # not installed, too old (no val_json_bytes), changed
+            from pydantic_core import SchemaValidator, core_schema
+
+            schema = core_schema.list_schema(core_schema.bytes_schema())
+            many = SchemaValidator(schema, {"val_json_bytes": "base64"}).validate_json
+            if many(b'["QUJD","QUI=","QQ==",""]') == [b"ABC", b"AB", b"A", b""] and all(
+                _refuses(many, bad) for bad in (b"QQ=A", b"=QQQ", b"Q===", b"QQ==QUJD", b"Q*==")
+            ):
+                _MANY[0] = many
+    return _MANY[0]
+
+
+def _refuses(many: Callable[[bytes], list[bytes]], b64: bytes) -> bool:
+    try:
+        many(b'["' + b64 + b'"]')
+    except ValueError:
+        return True
+    return False
+
+
 @dataclass(slots=True)
 class _Range:
     """What a scan proved about the entry lines of one byte range (see the comment above)."""
@@ -489,6 +520,7 @@ class _Scanner:
 
     def __init__(self) -> None:
         self.r = _Range()
+        self.many = _decoder()
         self.prev_hex = b""
         self.lines_in_block = 0
         self.hashes: list[bytes] = []
@@ -514,10 +546,8 @@ class _Scanner:
             return 0
         self.lines_in_block = k
         b64s = parts[5::6]
-        a2b = binascii.a2b_base64
-        try:
-            raws = [a2b(x, strict_mode=True) for x in b64s]
-        except binascii.Error:
+        raws = self.decode(b64s)
+        if raws is None:
             return 0
         joined = b"\n".join(raws)
         # Only the k - 1 newlines between leaves may go: no control character, DEL, backslash.
@@ -563,6 +593,25 @@ class _Scanner:
             r.count += m
             self.prev_hex = hexes[m - 1]
         return m
+
+    def decode(self, b64s: list[bytes]) -> list[bytes] | None:
+        """The leaves, decoded as strict base64 (None if one is not), in one call if it can."""
+        many = self.many
+        if many is not None and not any(map((3).__and__, map(len, b64s))):
+            # Multiples of 4 with none of the characters _decoder leaves to the caller:
+            # what it decodes, strict a2b decodes the same way; what it refuses, a2b judges.
+            items = b64s[:]  # not b'["' + ... + b'"]': no copies of the whole block
+            items[0] = b'["' + items[0]
+            items[-1] += b'"]'
+            array = b'","'.join(items)
+            if b"\\" not in array and b"-" not in array and b"_" not in array:
+                with suppress(ValueError):
+                    return many(array)
+        a2b = binascii.a2b_base64
+        try:
+            return [a2b(x, strict_mode=True) for x in b64s]
+        except binascii.Error:
+            return None
 
     def careful(self, line: bytes) -> bool:  # noqa: PLR0911  one check per return
         """Accept one line (without its newline) read as the sequential audit reads it."""
@@ -785,6 +834,7 @@ def _audit_file(
         cuts.append(_line_end(fd, min(cuts[-1] + step, size) - 1, size))
     jobs = [(fd, lo, hi, kept) for lo, hi in itertools.pairwise(cuts)]
     state = _Stitched()
+    _decoder()  # made once, before the workers fork
     if workers > 1 and len(jobs) > 1:
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else None)

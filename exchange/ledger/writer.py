@@ -810,11 +810,15 @@ def _insert_rows(
         raise
 
 
+_OUTBOX_INSERT = insert(LedgerOutbox)  # built once; its values are bound per call
+
+
 def record(session: Session, event: Event, *, ref: str, now_ms: int) -> str:
     """Add ``event`` to the outbox in the caller's transaction; wait on ``ref`` after commit."""
     # A Core INSERT, not session.add: the unit of work's flush machinery costs more than
     # the statement (this runs in every issuance, status change, consent and pull).
-    session.execute(insert(LedgerOutbox).values(ref=ref, event=event.to_json(), created_ms=now_ms))
+    session.connection().execute(
+        _OUTBOX_INSERT, {"ref": ref, "event": event.to_json(), "created_ms": now_ms})
     pending: list[str] = session.info.setdefault("ledger_refs", [])
     pending.append(ref)
     return ref
