@@ -10,6 +10,7 @@ blocks are made tiny so that a 40-entry export crosses many range and block bord
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -291,3 +292,118 @@ def test_readers_the_file_scan_does_not_take(tmp_path) -> None:  # type: ignore[
     with path.open(encoding="utf-8") as f:
         assert audit._regular_file(f) == f.fileno()
         assert audit_export(f, verifier=SIGNER.verifier).checkpoint.size == 5
+
+
+# -- the block-wise base64 decoder (pydantic-core, one call per block) ------------------------
+
+
+def _b64_of(lines: list[str], k: int) -> str:
+    b64: str = orjson.loads(lines[k + 1])["leaf"]
+    return b64
+
+
+def _with_b64(lines: list[str], k: int, b64: str) -> list[str]:
+    out = list(lines)
+    out[k + 1] = f'{{"index":{k},"leaf":"{b64}"}}\n'
+    return out
+
+
+def _loose_bits(b64: str) -> str:
+    """The same bytes to strict a2b, but with non-zero unused bits (pydantic refuses it)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    pad = len(b64) - len(b64.rstrip("="))
+    assert pad, "needs a padded leaf"
+    last = len(b64) - pad - 1
+    v = alphabet.index(b64[last]) | (0b1111 if pad == 2 else 0b11)
+    return b64[:last] + alphabet[v] + b64[last + 1 :]
+
+
+def _padded(lines: list[str], start: int) -> int:
+    return next(k for k in range(start, N) if _b64_of(lines, k).endswith("="))
+
+
+def _url_safe_leaf() -> tuple[list[str], int]:
+    """An export where entry 13's base64 holds '+' or '/' (URL-safe: '-' or '_')."""
+    lines = _lines(_chain(N, {13: {"reason": "???>>>~~~???>>>~~~"}}))
+    assert set(_b64_of(lines, 13)) & {"+", "/"}
+    return lines, 13
+
+
+def _url_safe_alphabet() -> list[str]:
+    lines, k = _url_safe_leaf()
+    return _with_b64(lines, k, _b64_of(lines, k).replace("+", "-").replace("/", "_"))
+
+
+B64_CASES: dict[str, Callable[[list[str]], list[str]]] = {
+    "non-zero unused bits (a2b takes them)": lambda ls: _with_b64(
+        ls, _padded(ls, 9), _loose_bits(_b64_of(ls, _padded(ls, 9)))
+    ),
+    "padding dropped": lambda ls: _with_b64(
+        ls, _padded(ls, 9), _b64_of(ls, _padded(ls, 9)).rstrip("=")
+    ),
+    "one padding character dropped": lambda ls: _with_b64(
+        ls, _padded(ls, 9), _b64_of(ls, _padded(ls, 9))[:-1]
+    ),
+    "padding inside": lambda ls: _with_b64(ls, 6, "QQ==" + _b64_of(ls, 6)),
+    "padding replaced by data": lambda ls: _with_b64(
+        ls, _padded(ls, 9), _b64_of(ls, _padded(ls, 9))[:-1] + "A"
+    ),
+    "too much padding": lambda ls: _with_b64(ls, 6, _b64_of(ls, 6) + "===="),
+    "url-safe alphabet": lambda ls: _url_safe_alphabet(),
+    "url-safe leaf, standard alphabet": lambda ls: _url_safe_leaf()[0],
+    "json escape in base64": lambda ls: _with_b64(ls, 6, "\\u0051" + _b64_of(ls, 6)[1:]),
+    "space in base64": lambda ls: _with_b64(ls, 6, _b64_of(ls, 6)[:8] + " " + _b64_of(ls, 6)[9:]),
+    "empty leaf": lambda ls: _with_b64(ls, 6, ""),
+    "mixed padded and unpadded, one unpadded without padding": lambda ls: _with_b64(
+        ls, _padded(ls, 30), _b64_of(ls, _padded(ls, 30)).rstrip("=")
+    ),
+}
+
+
+@pytest.mark.parametrize("decoder", ["block", "per line"])
+@pytest.mark.parametrize("case", list(B64_CASES))
+def test_block_base64_names_the_line_and_problem_the_line_audit_does(  # type: ignore[no-untyped-def]
+    tmp_path, layout, monkeypatch, case, decoder
+) -> None:
+    assert audit._decoder() is not None, "pydantic-core's decoder is not in use"
+    if decoder == "per line":
+        monkeypatch.setattr(audit, "_MANY", [None])
+    lines = _lines(_chain(N))
+    assert {len(_b64_of(lines, k)) % 3 for k in range(N)} != {0}  # padded and unpadded mix
+    changed = B64_CASES[case](lines)
+    outcome = _same_everywhere(tmp_path, changed)
+    if case.startswith(("non-zero", "url-safe leaf")):
+        assert outcome[0] == "OK"
+    else:
+        assert outcome[:2] == ("FAIL", "malformed") or outcome[:2] == ("FAIL", "edited")
+
+
+_B64_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=40).map(base64.b64encode),
+            st.text(_B64_CHARS + "=-_\\ *\n\u00e9", max_size=12).map(str.encode),
+            st.binary(max_size=12).filter(lambda b: b'"' not in b),  # pieces of a quote split
+            st.binary(min_size=1, max_size=40).map(base64.b64encode).map(
+                lambda b: b[:-1] if b.endswith(b"=") else b + b"="  # one padding off or on
+            ),
+            st.binary(min_size=1, max_size=40)
+            .filter(lambda b: len(b) % 3 != 0)
+            .map(lambda b: _loose_bits(base64.b64encode(b).decode()).encode()),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_block_decoder_decodes_exactly_what_strict_a2b_decodes(b64s: list[bytes]) -> None:
+    """Whatever the strings (as a split at quotes gives them), one block decode is strict
+    a2b line by line: the same bytes, or None where any one line is not strict base64."""
+    try:
+        expected: list[bytes] | None = [binascii.a2b_base64(x, strict_mode=True) for x in b64s]
+    except ValueError:
+        expected = None
+    assert audit._Scanner().decode(list(b64s)) == expected
