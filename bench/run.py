@@ -218,7 +218,7 @@ class Bench:
                       f"{r['server_cores']:.2f} cores, generator {r['gen_cores']:.2f} cores, "
                       f"RSS {rss:.0f} MB")
         self.fig("bare FastAPI sync (def) endpoint", s["ok_rate"], "req/s",
-                 note=f"threadpool hop, as the node's routes; p99 {s['p99_ms']:.1f} ms")
+                 note=f"threadpool hop (a plain def route); p99 {s['p99_ms']:.1f} ms")
 
     def postgres(self) -> None:
         db = PgDatabase()
