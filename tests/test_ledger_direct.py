@@ -332,3 +332,35 @@ def test_a_wait_timeout_is_unavailable_and_the_writer_goes_on(
     ledger = load.audit(database_url, verifier_key(node))
     assert later == [ledger.size - 1]
     assert node.ledger.halted is None
+
+
+def test_outbox_events_awaited_on_an_event_loop(node: Node, database_url: str) -> None:
+    """``wait_async`` (what the async write routes use): 100 concurrent transactions, each
+    awaiting its outbox events without a thread; every index included; refused without a
+    running writer."""
+    from exchange.ledger.service import take_refs
+
+    writer = node.start_ledger()
+    told: dict[str, int] = {}
+
+    def commit_one(t: int) -> tuple[str, list[str]]:
+        event = _event(node, "outbox-async", t, 0, subjects=7)
+        with node.sessions.begin() as session:
+            log_event(session, node, event)
+        return event.request_sha256 or "", take_refs(session)
+
+    async def one(t: int) -> None:
+        sha, refs = await asyncio.to_thread(commit_one, t)
+        [told[sha]] = await writer.wait_async(refs)
+
+    async def main() -> None:
+        await asyncio.gather(*(one(t) for t in range(100)))
+
+    asyncio.run(main())
+    ledger = load.audit(database_url, verifier_key(node))
+    assert sorted(told.values()) == list(range(ledger.size - 100, ledger.size))
+    load.assert_included(database_url, ledger, told)
+    assert asyncio.run(writer.wait_async([])) == []
+    writer.stop()
+    with pytest.raises(LedgerUnavailable, match="not running"):
+        asyncio.run(writer.wait_async(["no-such-ref"]))

@@ -272,10 +272,8 @@ class LedgerWriter:
         return self._halted
 
     # -- callers ----------------------------------------------------------------------------
-    def wait(self, refs: Sequence[str]) -> list[int]:
-        """Block until the outbox events ``refs`` are committed; their ledger indices."""
-        if not refs:
-            return []
+    def _enqueue(self, refs: Sequence[str]) -> list[Future[int]]:
+        """Hand the outbox refs to the writer thread; one future per ref."""
         if self._halted:
             raise LedgerUnavailable(f"the ledger writer has stopped: {self._halted}")
         if self._thread is None:
@@ -285,6 +283,13 @@ class LedgerWriter:
             f: Future[int] = Future()
             self._queue.put((ref, f))
             futures.append(f)
+        return futures
+
+    def wait(self, refs: Sequence[str]) -> list[int]:
+        """Block until the outbox events ``refs`` are committed; their ledger indices."""
+        if not refs:
+            return []
+        futures = self._enqueue(refs)
         deadline = time.monotonic() + self._timeout
         while True:
             try:
@@ -305,15 +310,7 @@ class LedgerWriter:
         """:meth:`wait` for asyncio callers: no thread is held while the batch commits."""
         if not refs:
             return []
-        if self._halted:
-            raise LedgerUnavailable(f"the ledger writer has stopped: {self._halted}")
-        if self._thread is None:
-            raise LedgerUnavailable("the ledger writer is not running")
-        futures: list[Future[int]] = []
-        for ref in refs:
-            f: Future[int] = Future()
-            self._queue.put((ref, f))
-            futures.append(f)
+        futures = self._enqueue(refs)
         together = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         # Never cancelled (that would cancel the writer's futures under it); an answer that
         # comes after this caller stopped waiting is read here and dropped.
