@@ -72,9 +72,19 @@ def create_app(node: Node | None = None, settings: Settings | None = None) -> Fa
     app.state.node = the_node
     app.state.token_verifier = TokenVerifier(the_node)
     problems.install(app)
+    # The routers' routes go straight into the app's route list, the busiest first, and the
+    # documentation routes last. Starlette tries routes in order (~0.7 µs each here), and
+    # FastAPI's include_router keeps each router as a nested node that walks every route to
+    # check a version on every request: a trivial route served 0.59x as fast as in a bare
+    # app that way, 0.94x this way (bench/PROFILE.md). No router has dependencies of its
+    # own and no two routers' paths overlap (tests/test_app_routes.py), so each request
+    # reaches the same route either way; the OpenAPI document is the same.
+    docs = list(app.router.routes)
+    app.router.routes.clear()
     for module in (
-        oauth, meta, certificates, status, verify, ledger, items, consents, pull, me, federation
+        verify, pull, ledger, status, certificates, consents, oauth, meta, items, me, federation
     ):
-        app.include_router(module.router)
+        app.router.routes.extend(module.router.routes)
+    app.router.routes.extend(docs)
     app.add_middleware(BodySizeLimit, max_bytes=the_node.settings.max_body_bytes)
     return app
