@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from exchange.certificates.verify import CheckMemo
 from exchange.clock import Clock, SystemClock
 from exchange.crypto.keystore import KeyStore
 from exchange.errors import ConfigurationError
@@ -45,6 +46,7 @@ class Node:
     rng: secrets.SystemRandom = field(default_factory=secrets.SystemRandom)
     ledger: LedgerWriter | None = None
     federation: Federation | None = None
+    check_memo: CheckMemo = field(default_factory=CheckMemo)
 
     @classmethod
     def open(cls, settings: Settings, clock: Clock | None = None, *, pool_size: int = 20) -> Node:
@@ -65,6 +67,7 @@ class Node:
             keys=KeyService(keystore, clock),
             subject_key=resolve_subject_key(settings),
             federation=federation,
+            check_memo=CheckMemo(max_entries=settings.verify_memo),
         )
 
     @property

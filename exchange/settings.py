@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     access_token_ttl: int = Field(default=600, ge=30, le=600)
     status_list_ttl: int = Field(default=60, ge=0, le=86_400)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    verify_memo: int = Field(
+        default=4096, ge=0, le=1_000_000,
+        description="credentials POST /v1/verify remembers as signature-checked, so one "
+        "presented again is not checked again (0: none); window, key and status are "
+        "checked on every request",
+    )
     threads: int = Field(
         default=16, ge=1, le=256,
         description="worker threads per process for blocking request work (and the size of "

@@ -210,3 +210,101 @@ def test_concurrent_verifies_share_status_reads_and_each_gets_its_verdict(  # ty
             assert body["valid"] is False and body["reason"] == want, body
     # The app served by the test client again (another event loop) still answers.
     assert _verify(http, creds[5])["valid"] is True
+
+
+# -- the check memo: a credential presented again is not signature-checked again ------------
+
+
+def test_memo_keeps_only_what_cannot_change(http, node, clock, issued) -> None:  # type: ignore[no-untyped-def]
+    """Presented again, a credential comes from the memo; its status, validity window and
+    issuer key are still judged on every request."""
+    token = access_token(http, node, issued.agency)
+    cred = issued()
+    node.check_memo.clear()
+    first = _verify(http, cred)
+    assert first["valid"] is True and len(node.check_memo) == 1
+    assert _verify(http, cred) == first  # the same answer, from the memo
+    # Status is read on every request: revoked after it was remembered.
+    cert_id = _dec(cred.split(".")[1])["certificate_id"]
+    r = http.post(f"/v1/certificates/{cert_id}/status", headers=bearer(token),
+                  json={"status": "suspended", "reason": "test"})
+    assert r.status_code == 200, r.text
+    assert _verify(http, cred)["reason"] == "suspended"
+    # The window too: past exp (beyond the leeway) the remembered credential has expired.
+    fresh = issued()
+    assert _verify(http, fresh)["valid"] is True and fresh in node.check_memo._held
+    clock.t = _dec(fresh.split(".")[1])["exp"] + 31
+    assert _verify(http, fresh)["reason"] == "expired"
+
+
+def test_memo_never_keeps_a_failure(http, node, clock, issued) -> None:  # type: ignore[no-untyped-def]
+    cred = issued()
+    jwt, ds = _split(cred)
+    node.check_memo.clear()
+    # A tampered copy of a remembered credential is another text: checked in full.
+    assert _verify(http, cred)["valid"] is True
+    v = _verify(http, "~".join([jwt, ds[0], ds[0]]) + "~")
+    assert v["reason"] == "disclosure-duplicate"
+    flipped = jwt[:-2] + ("A" if jwt[-2] != "A" else "B") + jwt[-1]
+    assert _verify(http, "~".join([flipped, *ds]) + "~")["reason"] == "bad-signature"
+    # Refused for its window: not kept, so refused again once time is back.
+    later = issued()
+    clock.t = _dec(later.split(".")[1])["exp"] + 3600
+    assert _verify(http, later)["reason"] == "expired"
+    assert later not in node.check_memo._held and len(node.check_memo) == 1
+
+
+def test_memo_resolves_the_issuer_key_every_time(node, issued) -> None:  # type: ignore[no-untyped-def]
+    from exchange.certificates.verify import CheckMemo, check_credential
+    from exchange.errors import VerificationFailed
+
+    cred = issued()
+    header = _dec(cred.split(".")[0])
+    with node.reads() as session:
+        real = node.keys.public_key(session, header["kid"], f"agency:{issued.agency.client_id}")
+    calls: list[str] = []
+
+    def honest(iss: str, h: Any) -> Any:
+        calls.append(iss)
+        return real
+
+    memo = CheckMemo()
+    now = node.clock.now()
+    a = check_credential(cred, resolve_key=honest, now=now, memo=memo)
+    assert check_credential(cred, resolve_key=honest, now=now, memo=memo) == a
+    assert len(calls) == 2  # resolved on the hit too
+
+    # The issuer's key is another one now: a full check, which the signature fails.
+    other = SigningKey.generate().private_key.public_key()
+    with pytest.raises(VerificationFailed) as e:
+        check_credential(cred, resolve_key=lambda iss, h: other, now=now, memo=memo)
+    assert e.value.code == "bad-signature"
+
+    # The issuer or key is no longer known: the resolver's refusal stands.
+    def gone(iss: str, h: Any) -> Any:
+        raise VerificationFailed("no such key", code="unknown-key")
+
+    with pytest.raises(VerificationFailed) as e:
+        check_credential(cred, resolve_key=gone, now=now, memo=memo)
+    assert e.value.code == "unknown-key"
+
+
+def test_memo_is_bounded_and_can_be_off(issued, node) -> None:  # type: ignore[no-untyped-def]
+    from exchange.certificates.verify import CheckMemo, check_credential
+
+    creds = [issued() for _ in range(3)]
+    header = _dec(creds[0].split(".")[0])
+    with node.reads() as session:
+        key = node.keys.public_key(session, header["kid"], f"agency:{issued.agency.client_id}")
+    now = node.clock.now()
+    two = CheckMemo(max_entries=2)
+    for c in creds:
+        check_credential(c, resolve_key=lambda iss, h: key, now=now, memo=two)
+    assert len(two) == 2 and creds[0] not in two._held  # the oldest went first
+    small = CheckMemo(max_chars=len(creds[0]) + len(creds[1]) - 1)
+    for c in creds[:2]:
+        check_credential(c, resolve_key=lambda iss, h: key, now=now, memo=small)
+    assert len(small) == 1
+    off = CheckMemo(max_entries=0)
+    check_credential(creds[0], resolve_key=lambda iss, h: key, now=now, memo=off)
+    assert len(off) == 0

@@ -37,7 +37,9 @@ def check_here(session: Session, node: Node, credential: str) -> CheckedCredenti
             raise VerificationFailed("issuer URL holds no valid USCC", code="unknown-issuer") from e
         return node.keys.public_key(session, header.get("kid"), agency_owner(uscc))
 
-    return check_credential(credential, resolve_key=resolve_key, now=node.clock.now())
+    return check_credential(
+        credential, resolve_key=resolve_key, now=node.clock.now(), memo=node.check_memo
+    )
 
 
 def status_entry(node: Node, checked: CheckedCredential) -> tuple[int, int]:

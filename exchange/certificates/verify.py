@@ -7,14 +7,16 @@ online (``POST /v1/verify``, against the node's keys and status lists) and offli
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from exchange.certificates.types import BY_VCT
-from exchange.crypto.sdjwt import verify_sd_jwt
+from exchange.crypto.jws import check_claims
+from exchange.crypto.sdjwt import open_sd_jwt
 from exchange.errors import ExchangeError, VerificationFailed
 from exchange.identifiers import parse_certificate_id
 
@@ -72,21 +74,99 @@ class CheckedCredential:
     status_idx: int
 
 
+WINDOW_LEEWAY: Final = 30.0
+"""Seconds of clock skew allowed at the validity window's edges (exp, nbf, iat)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """What :class:`CheckMemo` keeps of a credential that passed every check but the window."""
+
+    checked: CheckedCredential
+    iss: str
+    header: Mapping[str, Any]
+    key: bytes  # the raw issuer key its signature verified with
+    window: Mapping[str, Any]  # exp, nbf, iat as signed
+
+
+class CheckMemo:
+    """Credentials that passed :func:`check_credential` lately, so that one presented again
+    costs a lookup instead of a signature verification, a Disclosure digest each and an
+    identifier check ("token verification done once per token").
+
+    Only what follows from the credential's exact text and the issuer key is kept. Each
+    use still resolves the issuer key and compares it byte for byte with the key the
+    signature verified with (an issuer or key no longer known fails as before; another
+    key means a full check), and checks the validity window at that use's ``now``. A
+    credential that fails is never kept; status is never kept (it is the caller's). The
+    oldest entries go first once ``max_entries`` credentials or ``max_chars`` characters
+    are held."""
+
+    def __init__(self, max_entries: int = 4096, max_chars: int = 8_000_000) -> None:
+        self._held: dict[str, _Checked] = {}
+        self._chars = 0
+        self._max_entries = max_entries
+        self._max_chars = max_chars
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def get(self, credential: str) -> _Checked | None:
+        return self._held.get(credential)
+
+    def put(self, credential: str, entry: _Checked) -> None:
+        if self._max_entries <= 0 or len(credential) > self._max_chars:
+            return
+        with self._lock:
+            if credential in self._held:
+                return
+            self._held[credential] = entry
+            self._chars += len(credential)
+            while len(self._held) > self._max_entries or self._chars > self._max_chars:
+                oldest = next(iter(self._held))
+                del self._held[oldest]
+                self._chars -= len(oldest)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._held.clear()
+            self._chars = 0
+
+
+def _raw(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes_raw()
+
+
 def check_credential(
-    credential: str, *, resolve_key: IssuerKeyResolver, now: float
+    credential: str,
+    *,
+    resolve_key: IssuerKeyResolver,
+    now: float,
+    memo: CheckMemo | None = None,
 ) -> CheckedCredential:
     """Steps 1-3 and the shape of the status claim; raise VerificationFailed naming the
     single reason. The status itself is looked up by the caller (perhaps for many
-    credentials at once) and judged by :func:`conclude`."""
+    credentials at once) and judged by :func:`conclude`. With a ``memo``, a credential
+    that passed before skips what cannot have changed (see :class:`CheckMemo`)."""
     if not isinstance(credential, str) or len(credential) > 200_000:
         raise VerificationFailed("credential must be an SD-JWT string", code="malformed")
+    if memo is not None:
+        kept = memo.get(credential)
+        if kept is not None and _raw(resolve_key(kept.iss, kept.header)) == kept.key:
+            check_claims(kept.window, now=now, leeway=WINDOW_LEEWAY)
+            return kept.checked
+    used: list[Ed25519PublicKey] = []
+
+    def resolve(header: Mapping[str, Any], payload: Mapping[str, Any]) -> Ed25519PublicKey:
+        key = resolve_key(str(payload.get("iss", "")), header)
+        used.append(key)
+        return key
+
     # 1. SD-JWT: typ, alg allowlist, issuer key, signature, disclosures, validity window.
-    verified = verify_sd_jwt(
-        credential,
-        lambda header, payload: resolve_key(str(payload.get("iss", "")), header),
-        now=now,
-    )
+    verified = open_sd_jwt(credential, resolve)
     claims = verified.claims
+    check_claims(claims, now=now, leeway=WINDOW_LEEWAY)
     # 2. A type this exchange knows; disclosures are claims of that type.
     vct = claims.get("vct")
     ctype = BY_VCT.get(vct) if isinstance(vct, str) else None
@@ -116,7 +196,7 @@ def check_credential(
         and not isinstance(sl.get("idx"), bool)
     ):
         raise VerificationFailed("status claim is missing or malformed", code="bad-status-claim")
-    return CheckedCredential(
+    checked = CheckedCredential(
         issuer=str(claims.get("iss")),
         kid=str(verified.header.get("kid")),
         vct=vct,
@@ -128,6 +208,13 @@ def check_credential(
         status_uri=sl["uri"],
         status_idx=sl["idx"],
     )
+    if memo is not None and used:
+        window = {k: claims[k] for k in ("exp", "nbf", "iat") if k in claims}
+        memo.put(
+            credential,
+            _Checked(checked, str(claims.get("iss", "")), verified.header, _raw(used[-1]), window),
+        )
+    return checked
 
 
 def conclude(checked: CheckedCredential, value: int | None) -> VerifiedCredential:

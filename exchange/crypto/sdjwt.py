@@ -39,6 +39,7 @@ __all__ = [
     "decode_disclosure",
     "disclosure_digest",
     "issue_sd_jwt",
+    "open_sd_jwt",
     "present",
     "split_sd_jwt",
     "verify_sd_jwt",
@@ -75,7 +76,8 @@ class Disclosure:
 
 @dataclass(frozen=True, slots=True)
 class VerifiedSdJwt:
-    """An SD-JWT whose signature, Disclosures and validity window have been checked.
+    """An SD-JWT whose signature, Disclosures and validity window have been checked
+    (the window only by :func:`verify_sd_jwt`, not by :func:`open_sd_jwt`).
 
     ``claims`` are the issuer's plain claims (without ``_sd``/``_sd_alg``); ``disclosed``
     maps each presented Disclosure's claim name to its value.
@@ -202,6 +204,21 @@ def verify_sd_jwt(
     ``resolve_key`` gets the unverified header and unverified payload (for ``iss``) and
     returns the issuer's key or raises ``VerificationFailed(code="unknown-key")``.
     """
+    verified = open_sd_jwt(sd_jwt, resolve_key, typ=typ)
+    # 8. Validity window at `now`: exp, nbf, and iat not in the future (§7.1 step 5).
+    check_claims(verified.claims, now=now, leeway=leeway)
+    return verified
+
+
+def open_sd_jwt(
+    sd_jwt: str,
+    resolve_key: Callable[[Mapping[str, Any], Mapping[str, Any]], Ed25519PublicKey],
+    *,
+    typ: Collection[str] = SD_JWT_TYPS,
+) -> VerifiedSdJwt:
+    """Every check of :func:`verify_sd_jwt` but the validity window, which the caller
+    checks (``check_claims`` on ``claims``) before relying on the result: what this
+    returns depends only on ``sd_jwt`` and the key ``resolve_key`` returns."""
     # 1. Parse the serialisation; no Key Binding support yet, so refuse one (§7.3).
     issuer_jwt, encoded, kb_jwt = split_sd_jwt(sd_jwt)
     if kb_jwt is not None:
@@ -242,8 +259,6 @@ def verify_sd_jwt(
         if _has_sd_markers(disclosure.value):
             raise _invalid("recursive Disclosures are not supported")
         disclosed[disclosure.name] = disclosure.value
-    # 8. Validity window at `now`: exp, nbf, and iat not in the future (§7.1 step 5).
-    check_claims(plain, now=now, leeway=leeway)
     return VerifiedSdJwt(
         header=signed.header, claims=plain, disclosed=disclosed, disclosures=disclosures
     )
