@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import httpx
 import typer
 
 if TYPE_CHECKING:
@@ -23,6 +22,8 @@ ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 def _token(base: str, client_id: str, key_file: Path) -> str:
+    import httpx  # here, not at the top: every certex verb imports this module
+
     from exchange.clients.tools import client_assertion, signing_key_from_private_jwk
 
     key = signing_key_from_private_jwk(json.loads(key_file.read_text()))
@@ -36,6 +37,8 @@ def _token(base: str, client_id: str, key_file: Path) -> str:
 
 
 def seed(lf: LocalFederation) -> dict[str, str]:
+    import httpx
+
     from exchange.bootstrap import uscc_with_prefix
     from exchange.catalog.service import get_national_item
     from exchange.clients.agencies import register_agency

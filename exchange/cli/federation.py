@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import httpx
 import typer
-from rich.console import Console
-from rich.table import Table
 
 
 def federation_view() -> None:
     """Show each peer in the federation file: reachable, keys, latest checkpoint size."""
+    import httpx  # here, not at the top: every certex verb imports this module
+    from rich.console import Console
+    from rich.table import Table
+
     from exchange.ledger.checkpoint import parse_checkpoint
     from exchange.ledger.note import parse_unverified_note
     from exchange.settings import Settings
