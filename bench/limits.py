@@ -1,7 +1,8 @@
 """The machine's own limits, measured in the same run as the node's figures.
 
-``python -m bench.limits ed25519 | hashlib N | pg-insert URL ROWS_PER_BATCH SECONDS``,
-each printing one JSON line. Bare means bare: no framework, no ORM, no JSON.
+``python -m bench.limits ed25519 | hashlib N | hashlib-export FILE | pg-insert URL
+ROWS_PER_BATCH SECONDS``, each printing one JSON line. Bare means bare: no framework, no ORM,
+no JSON (in the timed part).
 """
 
 from __future__ import annotations
@@ -48,14 +49,23 @@ def _chained_leaves(n: int) -> list[bytes]:
 
 
 def hashlib_chain_root(n: int) -> dict[str, Any]:
-    """Time to hash n ~300-byte leaves (RFC 6962 leaf prefix), check each links to the
-    previous hash, and fold them into the Merkle root as RootBuilder does."""
+    """Time to hash n ~300-byte synthetic leaves (RFC 6962 leaf prefix), check each links to
+    the previous hash, and fold them into the Merkle root as RootBuilder does."""
     leaves = _chained_leaves(n)
+    links = [leaf[12:44] for leaf in leaves]
     t0 = time.perf_counter()
+    root = _fold(leaves, links)
+    seconds = time.perf_counter() - t0
+    return {"entries": n, "seconds": seconds, "per_s": n / seconds,
+            "leaf_bytes": len(leaves[0]), "root": root.hex()}
+
+
+def _fold(leaves: list[bytes], links: list[bytes]) -> bytes:
+    """The timed part of both hashlib limits: hash, check the link, fold the root."""
     prev = b"\0" * 32
     stack: list[bytes] = []
     for i, leaf in enumerate(leaves):
-        if leaf[12:44] != prev:
+        if links[i] != prev:
             raise RuntimeError(f"chain broken at {i}")
         h = sha256(b"\x00" + leaf).digest()
         prev = h
@@ -67,9 +77,36 @@ def hashlib_chain_root(n: int) -> dict[str, Any]:
     root = stack[-1]
     for left in reversed(stack[:-1]):
         root = sha256(b"\x01" + left + root).digest()
+    return root
+
+
+def hashlib_chain_root_export(path: str) -> dict[str, Any]:
+    """The bare computation over the same bytes ``certex audit verify`` checks: the exact
+    leaves of an export file (base64-decoded beforehand, untimed) and the ``prev`` link
+    each carries (found and hex-decoded beforehand, untimed); timed: sha256 each leaf,
+    compare it with the next leaf's link, fold the Merkle root."""
+    import base64
+
+    import orjson
+
+    leaves: list[bytes] = []
+    links: list[bytes] = []
+    with open(path, "rb") as f:
+        next(f)  # the header
+        for line in f:
+            obj = orjson.loads(line)
+            if "leaf" not in obj:
+                break  # the checkpoint line
+            leaf = base64.b64decode(obj["leaf"], validate=True)
+            at = leaf.index(b'"prev":"') + 8
+            leaves.append(leaf)
+            links.append(bytes.fromhex(leaf[at : at + 64].decode()))
+    t0 = time.perf_counter()
+    root = _fold(leaves, links)
     seconds = time.perf_counter() - t0
-    return {"entries": n, "seconds": seconds, "per_s": n / seconds,
-            "leaf_bytes": len(leaves[0]), "root": root.hex()}
+    n = len(leaves)
+    return {"entries": n, "seconds": seconds, "per_s": n / seconds if seconds else None,
+            "leaf_bytes": sum(map(len, leaves)) / max(n, 1), "root": root.hex()}
 
 
 def pg_insert(url: str, batch: int, seconds: float) -> dict[str, Any]:
@@ -120,6 +157,8 @@ def main() -> int:
         r = ed25519()
     elif what == "hashlib":
         r = hashlib_chain_root(int(args[0]))
+    elif what == "hashlib-export":
+        r = hashlib_chain_root_export(args[0])
     elif what == "pg-insert":
         r = pg_insert(args[0], int(args[1]), float(args[2]))
     else:
