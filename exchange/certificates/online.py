@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,11 +15,21 @@ from exchange.certificates.verify import (
     check_credential,
     conclude,
 )
-from exchange.errors import NotFound, VerificationFailed
+from exchange.errors import ExchangeError, NotFound, VerificationFailed
 from exchange.identifiers import validate_uscc
 from exchange.keys.service import agency_owner
 from exchange.node import Node
 from exchange.status import service as status
+
+
+@functools.lru_cache(maxsize=1024)
+def _valid_uscc(uscc: str) -> bool:
+    """Whether an issuer URL's USCC passes both check characters (asked on every verify)."""
+    try:
+        validate_uscc(uscc)
+    except ExchangeError:
+        return False
+    return True
 
 
 def check_here(session: Session, node: Node, credential: str) -> CheckedCredential:
@@ -31,10 +42,8 @@ def check_here(session: Session, node: Node, credential: str) -> CheckedCredenti
                 f"issuer {iss!r} is not known to this node", code="unknown-issuer"
             )
         uscc = iss[len(issuers) :]
-        try:
-            validate_uscc(uscc)
-        except Exception as e:
-            raise VerificationFailed("issuer URL holds no valid USCC", code="unknown-issuer") from e
+        if not _valid_uscc(uscc):
+            raise VerificationFailed("issuer URL holds no valid USCC", code="unknown-issuer")
         return node.keys.public_key(session, header.get("kid"), agency_owner(uscc))
 
     return check_credential(

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Executable, bindparam, select, text, tuple_
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from exchange.clock import Clock
@@ -97,24 +97,37 @@ def status_of(session: Session, list_id: int, idx: int) -> int:
     return value
 
 
+_PG_STATUSES = (
+    "SELECT e.list_id, e.idx, e.status FROM status_entries e "
+    "JOIN unnest(%(lists)s::int[], %(idxs)s::int[]) AS k(l, i) "
+    "ON e.list_id = k.l AND e.idx = k.i"
+)
+_CHUNK = 400  # entries per statement: 800 parameters, under any SQLite's limit
+_SQLITE_STATUSES = "SELECT list_id, idx, status FROM status_entries WHERE (list_id, idx) IN "
+
+
 def statuses_of(session: Session, entries: Sequence[tuple[int, int]]) -> list[int | NotFound]:
-    """The status of each (list id, index), in one statement; NotFound in place of an entry
-    that does not exist."""
+    """The status of each (list id, index), in one statement (per 400 entries); NotFound in
+    place of an entry that does not exist. Driver-level SQL on the session's connection (no
+    statement compilation: this is the verify route's read); PostgreSQL prepares it after a
+    few uses."""
     wanted = sorted(set(entries))
     if not wanted:
         return []
-    stmt: Executable
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = text(
-            "SELECT e.list_id, e.idx, e.status FROM status_entries e "
-            "JOIN unnest(CAST(:lists AS int[]), CAST(:idxs AS int[])) AS k(l, i) "
-            "ON e.list_id = k.l AND e.idx = k.i"
-        ).bindparams(lists=[w[0] for w in wanted], idxs=[w[1] for w in wanted])
-    else:  # SQLite: a row-value IN over the primary key
-        stmt = select(StatusEntry.list_id, StatusEntry.idx, StatusEntry.status).where(
-            tuple_(StatusEntry.list_id, StatusEntry.idx).in_(wanted)
-        )
-    found = {(a, b): int(v) for a, b, v in session.execute(stmt)}
+    conn = session.connection()
+    found: dict[tuple[int, int], int] = {}
+    for at in range(0, len(wanted), _CHUNK):
+        part = wanted[at : at + _CHUNK]
+        if conn.dialect.name == "postgresql":
+            rows = conn.exec_driver_sql(
+                _PG_STATUSES, {"lists": [w[0] for w in part], "idxs": [w[1] for w in part]}
+            )
+        else:  # SQLite: a row-value IN over the primary key
+            values = ",".join(["(?,?)"] * len(part))
+            rows = conn.exec_driver_sql(
+                f"{_SQLITE_STATUSES}(VALUES {values})", tuple(int(x) for w in part for x in w)
+            )
+        found.update(((a, b), int(v)) for a, b, v in rows)
     return [
         found[e] if e in found else NotFound(f"status entry {e[0]}/{e[1]} does not exist")
         for e in entries
