@@ -32,8 +32,9 @@ def _valid_uscc(uscc: str) -> bool:
     return True
 
 
-def check_here(session: Session, node: Node, credential: str) -> CheckedCredential:
-    """Every check but the status, for a credential issued by an agency of this node."""
+def check_here(session: Session | None, node: Node, credential: str) -> CheckedCredential:
+    """Every check but the status, for a credential issued by an agency of this node.
+    Without a ``session``, one is opened only if the issuer's key is not cached yet."""
     issuers = f"{node.base_url}/issuers/"
 
     def resolve_key(iss: str, header: Mapping[str, Any]) -> Ed25519PublicKey:
@@ -44,7 +45,14 @@ def check_here(session: Session, node: Node, credential: str) -> CheckedCredenti
         uscc = iss[len(issuers) :]
         if not _valid_uscc(uscc):
             raise VerificationFailed("issuer URL holds no valid USCC", code="unknown-issuer")
-        return node.keys.public_key(session, header.get("kid"), agency_owner(uscc))
+        kid, owner = header.get("kid"), agency_owner(uscc)
+        if session is not None:
+            return node.keys.public_key(session, kid, owner)
+        key = node.keys.cached_public_key(kid, owner)
+        if key is not None:
+            return key
+        with node.reads() as reads:
+            return node.keys.public_key(reads, kid, owner)
 
     return check_credential(
         credential, resolve_key=resolve_key, now=node.clock.now(), memo=node.check_memo

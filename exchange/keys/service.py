@@ -99,6 +99,13 @@ class KeyService:
         )
         return [dict(r.public_jwk) for r in rows]
 
+    def cached_public_key(self, kid: object, owner: str) -> Ed25519PublicKey | None:
+        """The public key ``kid`` of ``owner`` if this process has looked it up before."""
+        if not isinstance(kid, str):
+            return None
+        with self._lock:
+            return self._public.get((kid, owner))
+
     def public_key(self, session: Session, kid: object, owner: str) -> Ed25519PublicKey:
         """The public key ``kid`` of ``owner`` (current or retired); VerificationFailed if none."""
         if not isinstance(kid, str):
