@@ -333,3 +333,73 @@ def test_batched_receipts_equal_single_ones_and_verify(ledger) -> None:  # type:
         assert isinstance(r, str)
         assert r == receipt(ledger, index)
         assert verify_receipt(r, verifier=verifier, leaf_hash=tree.leaf(index)).index == index
+
+
+# -- proofs answered from the cache alone (the HTTP route's path without a worker thread) ---
+
+
+def test_cached_inclusion_answers_what_storage_answers_and_never_reads(ledger) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import event
+
+    _append(ledger, 37, "fast")
+    tree = _reference(ledger)
+    n = tree.size
+    engine = _reads(ledger)
+    with engine.connect() as conn:
+        store.drop_read_cache(conn)
+    assert store.cached_inclusion(engine, 3, n) is None  # cold: nothing cached yet
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    sizes = sorted({1, 2, 5, 16, 17, n - 1, n})
+    for size in sizes:  # warm the cache through the batched path (it reads storage)
+        inclusion_proofs(ledger, [(i, size) for i in range(size)])
+    inclusion_proofs(ledger, [(0, None)])  # the latest checkpoint, fresh
+    event.listen(ledger.engine, "before_cursor_execute", count)
+    try:
+        for size in sizes:
+            for index in range(size):
+                got = store.cached_inclusion(engine, index, size)
+                assert got == (size, merkle.inclusion_proof(index, size, tree)), (index, size)
+                merkle.verify_inclusion(tree.leaf(index), index, size, got[1], tree.root(size))
+        latest = store.cached_inclusion(engine, 5, None)
+        assert latest == (n, merkle.inclusion_proof(5, n, tree))
+        # Out of range or past the checkpoint it knows: left to the batched path.
+        for index, size in ((n, n), (-1, n), (0, n + 1), (0, 0), (5, 3)):
+            assert store.cached_inclusion(engine, index, size) is None
+    finally:
+        event.remove(ledger.engine, "before_cursor_execute", count)
+    assert statements == []
+
+
+def test_cached_inclusion_of_the_latest_needs_a_fresh_checkpoint(ledger, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    _append(ledger, 9, "fresh")
+    engine = _reads(ledger)
+    inclusion_proofs(ledger, [(i, None) for i in range(9)])
+    assert store.cached_inclusion(engine, 2, None) is not None
+    monkeypatch.setattr(store, "CHECKPOINT_MAX_AGE", -1.0)  # every cached checkpoint stale
+    assert store.cached_inclusion(engine, 2, None) is None
+    assert store.cached_inclusion(engine, 2, 9) is not None  # an explicit size needs none
+
+
+def test_cached_inclusion_never_serves_a_wrong_cached_hash(ledger) -> None:  # type: ignore[no-untyped-def]
+    _append(ledger, 24, "wrong")
+    tree = _reference(ledger)
+    n = tree.size
+    engine = _reads(ledger)
+    inclusion_proofs(ledger, [(i, n) for i in range(n)])
+    with engine.connect() as conn:
+        cache = store._cache(conn)
+    cache.keep({(1, 2): b"\x11" * 32})  # what only a bug could do
+    for index in range(n):
+        got = store.cached_inclusion(engine, index, n)
+        if got is not None:  # paths that do not use (1, 2) are still right
+            merkle.verify_inclusion(tree.leaf(index), index, n, got[1], tree.root())
+            assert got[1] == merkle.inclusion_proof(index, n, tree)
+    for index in (6, 7):  # (1, 2) = leaves 4-5 is a sibling on their paths
+        assert store.cached_inclusion(engine, index, n) is None
+    # ... and the batched path drops the bad hash and answers from storage.
+    (size, proof), = inclusion_proofs(ledger, [(6, n)])
+    assert size == n and proof == merkle.inclusion_proof(6, n, tree)

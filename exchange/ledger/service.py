@@ -120,6 +120,16 @@ def inclusion_proof(node: Node, index: int, size: int | None) -> tuple[int, list
         return size, store.inclusion(conn, index, size)
 
 
+def cached_inclusion_proof(
+    node: Node, index: int, size: int | None
+) -> tuple[int, list[bytes]] | None:
+    """:func:`inclusion_proof` from the read path's cache alone (no database, no waiting), or
+    None when it needs a read: then ask :func:`inclusion_proofs`."""
+    from exchange.ledger import store
+
+    return store.cached_inclusion(_reads(node), index, size)
+
+
 def inclusion_proofs(
     node: Node, asks: Sequence[tuple[int, int | None]]
 ) -> list[tuple[int, list[bytes]] | ExchangeError]:

@@ -8,12 +8,15 @@ The read path (:func:`inclusion`, :func:`receipt`, :func:`recent_checkpoint`,
 :func:`checkpoint_covering`) keeps a small in-process cache per database (per connection
 pool):
 
-* the upper levels of the tree: a stored complete perfect subtree hash never changes once
-  written, so every node at level ≥ ``k`` (``k`` chosen so that a level holds at most
-  ``CACHE_LEVEL_NODES`` nodes; 4 MB for the whole cache at any size) is kept, once read, in
-  one compact ``bytearray`` per level. Only hashes read from storage by the read path go in;
-  the writer's reads (:func:`fetch_subtrees`, :func:`with_stored_hashes`) neither use nor
-  fill it, so its integrity checks always see storage.
+* the tree's hashes: a stored complete perfect subtree hash never changes once written, so
+  every node at level ≥ ``k`` (``k`` chosen so that a level holds at most
+  ``CACHE_LEVEL_NODES`` nodes: every level, leaf hashes included, up to 1,048,576 entries;
+  64 MiB for the whole cache at any size) is kept, once read, in one compact ``bytearray``
+  per level. Only hashes read from storage by the read path go in; the writer's reads
+  (:func:`fetch_subtrees`, :func:`with_stored_hashes`) neither use nor fill it, so its
+  integrity checks always see storage. A proof whose every hash is cached is answered by
+  :func:`cached_inclusion` without touching the database (the HTTP route then needs no
+  worker thread); any other goes to :func:`inclusion_many`.
 * the latest signed checkpoint, for at most ``CHECKPOINT_MAX_AGE`` seconds, and dropped at
   once when any transaction of this process commits (e.g. the ledger writer signing).
   A cached checkpoint is a real signed one; proofs are computed for the size it names.
@@ -53,8 +56,8 @@ from exchange.persistence.models import LedgerEntry
 T = TypeVar("T")
 _ZERO: Final = b"\0" * 32
 ENTRIES_PAGE_MAX = 1000
-CACHE_LEVEL_NODES: Final = 1 << 16
-"""The most nodes one cached level holds (2 MB); the cache holds < 2 × that many in all."""
+CACHE_LEVEL_NODES: Final = 1 << 20
+"""The most nodes one cached level holds (32 MiB); the cache holds < 2 × that many in all."""
 CHECKPOINT_MAX_AGE: Final = 0.05
 """Seconds a cached latest checkpoint may be served (it is a real signed one, just older)."""
 _KNOWN_ROOTS_MAX: Final = 1024
@@ -205,7 +208,7 @@ class _ReadCache:
 
     def __init__(self) -> None:
         self._levels: list[bytearray] = []
-        self._min_level = 1
+        self._min_level = 0
         self._lock = threading.Lock()
         self.checkpoint: StoredCheckpoint | None = None
         self.checkpoint_at = 0.0
@@ -225,18 +228,19 @@ class _ReadCache:
     # subtree hashes
     def split(self, wanted: Iterable[Coord], size: int) -> tuple[dict[Coord, bytes], list[Coord]]:
         """(cached hashes, coordinates still to read) for a tree of ``size``."""
-        k = max(1, size.bit_length() - CACHE_LEVEL_NODES.bit_length() + 1)
+        k = max(0, size.bit_length() - CACHE_LEVEL_NODES.bit_length() + 1)
         if k != self._min_level:
             self._set_min_level(k)
         levels = self._levels
         have: dict[Coord, bytes] = {}
         missing: list[Coord] = []
+        top = len(levels)
         for c in wanted:
             lvl, i = c
-            if lvl >= k and lvl < len(levels):
-                h = levels[lvl][i * 32 : i * 32 + 32]
+            if k <= lvl < top:
+                h = bytes(levels[lvl][i * 32 : i * 32 + 32])
                 if len(h) == 32 and h != _ZERO:
-                    have[c] = bytes(h)
+                    have[c] = h
                     continue
             missing.append(c)
         return have, missing
@@ -454,6 +458,43 @@ def _verified_inclusions(
             err.__cause__ = e
             out.append(err)
     return out
+
+
+def cached_inclusion(
+    engine: Engine, index: int, size: int | None
+) -> tuple[int, list[bytes]] | None:
+    """:func:`inclusion_many`'s answer to one ask from this process's cache alone, or None
+    when anything it needs is not cached: a signed checkpoint that bounds ``size`` (for
+    ``size`` None, the latest, at most ``CHECKPOINT_MAX_AGE`` old, covering ``index``), or
+    one of the hashes. Never reads the database and never raises: an ask that is out of
+    range, or a proof that does not verify, is left to :func:`inclusion_many`, which
+    answers it from storage. The proof is verified as there: against the signed root of
+    ``size`` when this process has seen that checkpoint, else against the root of ``size``
+    computed from the same hashes."""
+    cache = _caches.get(engine.pool)
+    cp = None if cache is None else cache.checkpoint
+    if cache is None or cp is None:
+        return None
+    if size is None:
+        if time.monotonic() - cache.checkpoint_at > CHECKPOINT_MAX_AGE:
+            return None
+        size = cp.size
+    if not 0 <= index < size <= cp.size:  # a tree never shrinks: cp bounds every size
+        return None
+    root = cache.roots.get(size)
+    plan = inclusion_plan(index, size)
+    wanted: set[Coord] = {(0, index)}
+    for coords in plan:
+        wanted.update(coords)
+    if root is None:
+        wanted.update(_decomposition(0, size))
+    hashes, missing = cache.split(wanted, size)
+    if missing:
+        return None
+    try:
+        return size, _proved(plan, index, size, root, hashes)
+    except (VerificationFailed, LedgerIntegrityError):
+        return None
 
 
 def _verified_inclusion(
