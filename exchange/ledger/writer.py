@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -64,6 +64,23 @@ from exchange.persistence.models import (
 log = logging.getLogger("certex.ledger")
 
 LOCK_KEY = 0x63657274_6C656467  # "certledg": the advisory lock every writer process takes
+
+# The batch's statements, built once (the writer runs them in every batch: building a Core
+# statement each time cost more than sending it). Values are bound per call.
+_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+_HEAD = select(LedgerHead.size, LedgerHead.last_hash).where(LedgerHead.id == 1)
+_OUTBOX_ROWS = (
+    select(LedgerOutbox.seq, LedgerOutbox.ref, LedgerOutbox.event)
+    .order_by(LedgerOutbox.seq)
+    .limit(bindparam("n"))
+)
+_MOVE_HEAD = (
+    update(LedgerHead)
+    .where(LedgerHead.id == 1)
+    .values(size=bindparam("size"), last_hash=bindparam("last_hash"))
+)
+_DROP_OUTBOX = delete(LedgerOutbox).where(LedgerOutbox.seq.in_(bindparam("seqs", expanding=True)))
+_CHECKPOINT_INSERT = insert(LedgerCheckpoint)
 RECHECK_AFTER = 0.25  # seconds a caller waits on the writer before looking in the ledger
 _STOP = "__stop__"
 _EVENT_FIELDS = tuple(Event.__dataclass_fields__)
@@ -512,7 +529,7 @@ class LedgerWriter:
                 self._subjects.discard()  # what a batch that did not commit had learned
                 with conn.begin():
                     if conn.dialect.name == "postgresql":
-                        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+                        conn.execute(_LOCK, {"k": LOCK_KEY})
                     appended = self._append_locked(conn)
                     self._direct_batch = []  # appended (if this commits) or failed: never twice
                     found = dict(appended)
@@ -536,19 +553,13 @@ class LedgerWriter:
     def _append_locked(self, conn: Connection) -> dict[str, int]:
         """One batch under the lock: outbox rows, then ``self._direct_batch``; ref → index."""
         now_ms = int(self._node.clock.now() * 1000)
-        head = conn.execute(
-            select(LedgerHead.size, LedgerHead.last_hash).where(LedgerHead.id == 1)
-        ).one()
+        head = conn.execute(_HEAD).one()
         size, last_hash = int(head[0]), bytes(head[1])
         # Every committed event, in the order the outbox saw them — not only this process's:
         # an event committed before another is never appended after it (a revocation that
         # committed after a grant follows the grant in the ledger), and events of a process
         # that died are appended by whichever writer runs next.
-        rows = conn.execute(
-            select(LedgerOutbox.seq, LedgerOutbox.ref, LedgerOutbox.event)
-            .order_by(LedgerOutbox.seq)
-            .limit(self._max_batch)
-        ).all()
+        rows = conn.execute(_OUTBOX_ROWS, {"n": self._max_batch}).all()
         direct = self._direct_batch
         last_cp = store.latest_checkpoint(conn)
         if not rows and not direct:
@@ -604,11 +615,9 @@ class LedgerWriter:
         _insert_rows(conn, batch.entries(events), batch.nodes)
         size, last_hash = batch.size, batch.last_hash
         self._subjects.appended((size, last_hash), batch.last_for_subject)
-        conn.execute(
-            update(LedgerHead).where(LedgerHead.id == 1).values(size=size, last_hash=last_hash)
-        )
+        conn.execute(_MOVE_HEAD, {"size": size, "last_hash": last_hash})
         if rows:
-            conn.execute(delete(LedgerOutbox).where(LedgerOutbox.seq.in_([r[0] for r in rows])))
+            conn.execute(_DROP_OUTBOX, {"seqs": [r[0] for r in rows]})
         # 4. Sign the new tree. When the old tree is the signed one at the head (checked in
         #    2), the new root is that verified frontier extended by this batch's leaves, so
         #    the new tree is consistent with the old by construction: a consistency proof
@@ -658,8 +667,7 @@ class LedgerWriter:
         assert self._signer is not None
         note = sign_checkpoint(Checkpoint(self._signer.name, size, root), self._signer)
         conn.execute(
-            insert(LedgerCheckpoint),
-            [{"size": size, "root": root, "note": note, "time_ms": now_ms}],
+            _CHECKPOINT_INSERT, {"size": size, "root": root, "note": note, "time_ms": now_ms}
         )
 
 
