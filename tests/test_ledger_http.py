@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Annotated
 
 import pytest
+from fastapi import FastAPI, Query
+from fastapi.testclient import TestClient
 
 from exchange.ledger import merkle
 from exchange.ledger.checkpoint import open_checkpoint
 from exchange.ledger.leaf import GENESIS_PREV, LEAF_FIELDS, pseudonym
 from exchange.ledger.note import Verifier
 from exchange.ledger.receipt import verify_receipt
+from gateway import problems
+from gateway.routers.ledger import MAX_INDEX
 from tests.conftest import TEST_SUBJECT_KEY
 from tests.helpers import BUSINESS_LICENSE, access_token, add_agency, add_client, bearer, new_uscc
 
@@ -149,3 +154,52 @@ def test_decode_leaf_refuses_ill_typed_fields(patch) -> None:  # type: ignore[no
     bad = canonical_json({**json.loads(raw), **patch})
     with pytest.raises(LedgerIntegrityError):
         decode_leaf(bad)
+
+
+_QUERIES = [
+    "", "index=", "index=x", "index=-1", "index=1.5", "index=99999999999999999999999",
+    "index=1&size=0", "index=1&size=x", "index=1&size=", "size=3", "index=1&index=x&size=3",
+    "index=x&index=1&size=3", "index=%201", "index=+1", "index=1_0", "index=%D9%A3", "index=0",
+    "index=0&size=1", "index=2&size=4611686018427387905", "index=4611686018427387905",
+    "index=true", "index=0x1", "index=1e2", "index=00", "index=0&size=-1", "index=0&size=1.0",
+]
+
+
+def _declared_reference() -> FastAPI:
+    ref = FastAPI()
+    problems.install(ref)
+
+    @ref.get("/v1/ledger/proof/inclusion")
+    async def declared(
+        index: Annotated[int, Query(ge=0, le=MAX_INDEX)],
+        size: Annotated[
+            int | None, Query(ge=1, le=MAX_INDEX, description="default: latest checkpoint")
+        ] = None,
+    ) -> dict[str, int | None]:
+        return {"index": index, "size": size}
+
+    return ref
+
+
+def test_inclusion_parameters_are_what_declaring_them_gave(http, world) -> None:  # type: ignore[no-untyped-def]
+    """The route reads its two query parameters itself (speed); a reference route that
+    declares them in its signature, under the same problem handlers, gives the same 400
+    problems for every malformed query and the same OpenAPI parameters."""
+    ref = _declared_reference()
+    _, token, _ = world
+    for _ in range(3):
+        _issue(http, token, new_uscc())
+    with TestClient(ref) as client:
+        for query in _QUERIES:
+            want = client.get(f"/v1/ledger/proof/inclusion?{query}")
+            got = http.get(f"/v1/ledger/proof/inclusion?{query}")
+            if want.status_code == 200:  # valid parameters: the node answers or refuses them
+                assert got.status_code in (200, 400, 404), query
+                if got.status_code == 200:
+                    assert got.json()["index"] == want.json()["index"], query
+                continue
+            assert (got.status_code, got.json()) == (want.status_code, want.json()), query
+            assert got.headers["content-type"] == want.headers["content-type"], query
+        spec = client.get("/openapi.json").json()["paths"]["/v1/ledger/proof/inclusion"]
+    ours = http.get("/openapi.json").json()["paths"]["/v1/ledger/proof/inclusion"]
+    assert ours["get"]["parameters"] == spec["get"]["parameters"]
