@@ -403,3 +403,29 @@ def test_cached_inclusion_never_serves_a_wrong_cached_hash(ledger) -> None:  # t
     # ... and the batched path drops the bad hash and answers from storage.
     (size, proof), = inclusion_proofs(ledger, [(6, n)])
     assert size == n and proof == merkle.inclusion_proof(6, n, tree)
+
+
+def test_proofs_for_an_older_checkpoint_size_use_its_signed_root(ledger) -> None:  # type: ignore[no-untyped-def]
+    """A proof asked at an older checkpoint's size verifies against that signed root (read
+    once, then known); a size that is no checkpoint's is remembered as unsigned, and its
+    proofs verify against the root computed from the same hashes, as before."""
+    _append(ledger, 5, "old")
+    engine = _reads(ledger)
+    with engine.connect() as conn:
+        old = store.latest_checkpoint(conn)
+    assert old is not None
+    _append(ledger, 9, "new")
+    tree = _reference(ledger)
+    with engine.connect() as conn:
+        store.drop_read_cache(conn)
+        cache = store._cache(conn)
+    ((size, proof),) = inclusion_proofs(ledger, [(2, old.size)])
+    assert size == old.size and cache.roots.get(old.size) == old.root == tree.root(old.size)
+    merkle.verify_inclusion(tree.leaf(2), 2, old.size, proof, old.root)
+    with engine.connect() as conn:
+        cps = {int(r[0]) for r in conn.exec_driver_sql("SELECT size FROM ledger_checkpoints")}
+    unsigned_size = next(s for s in range(2, tree.size) if s not in cps)
+    inclusion_proofs(ledger, [(1, unsigned_size)])
+    assert unsigned_size in cache.unsigned and unsigned_size not in cache.roots
+    assert store.cached_inclusion(engine, 1, unsigned_size) == (
+        unsigned_size, merkle.inclusion_proof(1, unsigned_size, tree))

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import Connection, Engine, event, select
+from sqlalchemy import Connection, Engine, bindparam, event, select
 from sqlalchemy.pool import Pool
 
 from exchange.errors import (
@@ -51,7 +51,7 @@ from exchange.errors import (
 )
 from exchange.ledger import merkle
 from exchange.ledger.receipt import make_receipt
-from exchange.persistence.models import LedgerEntry
+from exchange.persistence.models import LedgerCheckpoint, LedgerEntry
 
 T = TypeVar("T")
 _ZERO: Final = b"\0" * 32
@@ -204,6 +204,7 @@ class _ReadCache:
         "checkpoint",
         "checkpoint_at",
         "roots",
+        "unsigned",
     )
 
     def __init__(self) -> None:
@@ -213,6 +214,7 @@ class _ReadCache:
         self.checkpoint: StoredCheckpoint | None = None
         self.checkpoint_at = 0.0
         self.roots: dict[int, bytes] = {}
+        self.unsigned: dict[int, None] = {}  # sizes known not to be checkpoint sizes
 
     # checkpoints
     def remember(self, cp: StoredCheckpoint) -> None:
@@ -221,6 +223,13 @@ class _ReadCache:
             if len(roots) >= _KNOWN_ROOTS_MAX:
                 del roots[next(iter(roots))]
             roots[cp.size] = cp.root
+
+    def not_signed(self, sizes: Iterable[int]) -> None:
+        unsigned = self.unsigned
+        for size in sizes:
+            if len(unsigned) >= _KNOWN_ROOTS_MAX:
+                del unsigned[next(iter(unsigned))]
+            unsigned[size] = None
 
     def forget_checkpoint(self) -> None:
         self.checkpoint = None
@@ -543,9 +552,31 @@ def inclusion_many(
         out.append((size, []))
         ok.append((index, size, None))
     if ok:
+        _learn_roots(conn, {size for _, size, _ in ok})
         for pos, (_, size, _), proof in zip(where, ok, _verified_inclusions(conn, ok), strict=True):
             out[pos] = proof if isinstance(proof, ExchangeError) else (size, proof)
     return out
+
+
+_ROOTS_OF = select(LedgerCheckpoint.size, LedgerCheckpoint.root).where(
+    LedgerCheckpoint.size.in_(bindparam("sizes", expanding=True))
+)
+
+
+def _learn_roots(conn: Connection, sizes: set[int]) -> None:
+    """Remember the signed roots of those ``sizes`` that are checkpoint sizes, so that their
+    proofs verify against a signed root (and later from the cache alone) rather than a root
+    computed from the same hashes. A size found unsigned is remembered as such: every
+    committed head is signed in its own transaction, so a size up to the tree's that is not
+    signed now never will be."""
+    cache = _cache(conn)
+    unknown = sorted(s for s in sizes if s not in cache.roots and s not in cache.unsigned)
+    if not unknown:
+        return
+    found = conn.execute(_ROOTS_OF, {"sizes": unknown}).all()
+    for size, root in found:
+        cache.remember(StoredCheckpoint(int(size), bytes(root), ""))
+    cache.not_signed(set(unknown) - {int(size) for size, _ in found})
 
 
 def consistency(conn: Connection, first: int, second: int) -> list[bytes]:
