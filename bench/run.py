@@ -767,10 +767,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gen-procs", type=int, help="load generator processes")
     p.add_argument("--skip", default="",
                    help="comma-separated: calibrate,pg,sqlite,federation")
-    p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    p.add_argument("--out", type=Path, default=None,
+                   help="default: results/latest.json, results/full.json with --full")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     a = p.parse_args(argv)
     mode = FULL if a.full else QUICK
+    if a.out is None:
+        a.out = RESULTS / ("full.json" if a.full else "latest.json")
     overrides = {k: v for k, v in (("workers", a.workers), ("connections", a.connections),
                                    ("gen_procs", a.gen_procs), ("duration", a.duration),
                                    ("append_seconds", a.duration)) if v}
