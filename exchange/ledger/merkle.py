@@ -283,6 +283,10 @@ class RootBuilder:
 
 
 def _check_hashes(proof: Sequence[bytes], **named: bytes) -> None:
+    if all(len(v) == HASH_SIZE for v in named.values()) and all(
+        len(p) == HASH_SIZE for p in proof
+    ):
+        return  # the usual case, without naming every element
     named.update((f"proof[{i}]", p) for i, p in enumerate(proof))
     for what, value in named.items():
         if len(value) != HASH_SIZE:

@@ -11,8 +11,9 @@ pool):
 * the tree's hashes: a stored complete perfect subtree hash never changes once written, so
   every node at level ≥ ``k`` (``k`` chosen so that a level holds at most
   ``CACHE_LEVEL_NODES`` nodes: every level, leaf hashes included, up to 1,048,576 entries;
-  64 MiB for the whole cache at any size) is kept, once read, in one compact ``bytearray``
-  per level. Only hashes read from storage by the read path go in; the writer's reads
+  64 MiB for the whole cache at any size) is kept, once read, in one anonymous memory
+  mapping per level (resident only where written). Only hashes read from storage by the
+  read path go in; the writer's reads
   (:func:`fetch_subtrees`, :func:`with_stored_hashes`) neither use nor fill it, so its
   integrity checks always see storage. A proof whose every hash is cached is answered by
   :func:`cached_inclusion` without touching the database (the HTTP route then needs no
@@ -32,6 +33,7 @@ not verify against the checkpoint it names.
 
 from __future__ import annotations
 
+import mmap
 import threading
 import time
 import weakref
@@ -208,7 +210,11 @@ class _ReadCache:
     )
 
     def __init__(self) -> None:
-        self._levels: list[bytearray] = []
+        # One anonymous mapping per level, CACHE_LEVEL_NODES hashes long: the kernel maps
+        # its pages, zero-filled, only as hashes are written, so a level costs resident
+        # memory only where it was touched (a bytearray grown to the highest index asked
+        # is resident in full, and briefly twice over while it grows).
+        self._levels: list[mmap.mmap | None] = []
         self._min_level = 0
         self._lock = threading.Lock()
         self.checkpoint: StoredCheckpoint | None = None
@@ -246,8 +252,8 @@ class _ReadCache:
         top = len(levels)
         for c in wanted:
             lvl, i = c
-            if k <= lvl < top:
-                h = bytes(levels[lvl][i * 32 : i * 32 + 32])
+            if k <= lvl < top and (row := levels[lvl]) is not None:
+                h = row[i * 32 : i * 32 + 32]
                 if len(h) == 32 and h != _ZERO:
                     have[c] = h
                     continue
@@ -263,25 +269,25 @@ class _ReadCache:
                 if lvl < k or i >= CACHE_LEVEL_NODES or len(h) != 32:
                     continue
                 while len(levels) <= lvl:
-                    levels.append(bytearray())
+                    levels.append(None)
                 row = levels[lvl]
-                end = i * 32 + 32
-                if len(row) < end:
-                    row.extend(bytes(end - len(row)))
-                row[end - 32 : end] = h
+                if row is None:
+                    row = levels[lvl] = mmap.mmap(-1, CACHE_LEVEL_NODES * 32)
+                row[i * 32 : i * 32 + 32] = h
 
     def _set_min_level(self, k: int) -> None:
         with self._lock:
             self._min_level = k
             for lvl in range(min(k, len(self._levels))):
-                self._levels[lvl] = bytearray()  # levels grown too wide: let them go
+                self._levels[lvl] = None  # levels now too wide: let them go
 
     def drop_hashes(self) -> None:
         with self._lock:
             self._levels = []
 
     def nbytes(self) -> int:
-        return sum(len(row) for row in self._levels)
+        """Bytes mapped for cached levels (resident only where hashes were written)."""
+        return sum(len(row) for row in self._levels if row is not None)
 
 
 _caches: weakref.WeakKeyDictionary[Pool, _ReadCache] = weakref.WeakKeyDictionary()
