@@ -118,9 +118,9 @@ class Bench:
         return r
 
     def http_figures(self, label: str, r: dict[str, Any], *, at_least: float | None,
-                     p99_at_most: float | None = None) -> None:
+                     p99_at_most: float | None = None, about: str = "") -> None:
         bad = {k: v for k, v in r["codes"].items() if not k.startswith("2")}
-        note = f"{r['completed']} requests, {r['connections']} connections"
+        note = f"{r['completed']} requests, {r['connections']} connections{about}"
         if bad or r["errors"]:
             note += f"; NOT 2xx: {bad} errors {r['errors']}"
         self.ratio_fig(f"{label}: throughput", r["ok_rate"], "req/s", self.bare_rate,
@@ -274,7 +274,9 @@ class Bench:
                           p99_at_most=TARGETS["pull-p99-ms"])
         self.http_figures("status-list fetch, PostgreSQL", results["status"], at_least=None)
         self.http_figures(f"inclusion proof over HTTP at {world['ledger_size']:,}",
-                          results["inclusion"], at_least=TARGETS["inclusion-http"])
+                          results["inclusion"], at_least=TARGETS["inclusion-http"],
+                          about="; 1,000 distinct random indices, from the node's hash cache "
+                                "after the first pass")
         self._ledger(home, db, world)
 
     def _ledger(self, home: NodeHome, db: PgDatabase, world: dict[str, Any]) -> None:
