@@ -226,16 +226,18 @@ class _ReadCache:
     def remember(self, cp: StoredCheckpoint) -> None:
         roots = self.roots
         if cp.size not in roots:
-            if len(roots) >= _KNOWN_ROOTS_MAX:
-                del roots[next(iter(roots))]
-            roots[cp.size] = cp.root
+            with self._lock:  # worker threads remember at once: evict one entry each
+                if len(roots) >= _KNOWN_ROOTS_MAX:
+                    del roots[next(iter(roots))]
+                roots[cp.size] = cp.root
 
     def not_signed(self, sizes: Iterable[int]) -> None:
         unsigned = self.unsigned
-        for size in sizes:
-            if len(unsigned) >= _KNOWN_ROOTS_MAX:
-                del unsigned[next(iter(unsigned))]
-            unsigned[size] = None
+        with self._lock:
+            for size in sizes:
+                if len(unsigned) >= _KNOWN_ROOTS_MAX:
+                    del unsigned[next(iter(unsigned))]
+                unsigned[size] = None
 
     def forget_checkpoint(self) -> None:
         self.checkpoint = None
