@@ -87,3 +87,22 @@ def test_offline_verify_with_files(http, node, tmp_path: Path) -> None:  # type:
     (tmp_path / "other.json").write_text('{"keys": []}')
     unknown = _certex("verify", str(tmp_path / "cred"), "--jwks", str(tmp_path / "other.json"))
     assert unknown.returncode == 1 and "unknown-key" in unknown.stdout
+
+
+def test_walkthrough_dev_token_names_the_node_it_talks_to(tmp_path: Path) -> None:
+    """The subject's dev token is issued for the node the walk-through's $B names, so the
+    printed commands work on any port (`make run PORT=...`), not only the default 8000."""
+    import json
+
+    from exchange.cli.walkthrough import render
+
+    demo = tmp_path / "demo.json"
+    demo.write_text(json.dumps({
+        "agencies": {"market": "11310000WHGEG40F8D"},
+        "auditor": "auditor-31-demo", "bank": "bank-31-demo", "bank_item": "002018001000",
+        "demo_dir": str(tmp_path), "enterprise": "91310105XCLG31YA40",
+    }))
+    text = render("http://127.0.0.1:8123", demo)
+    assert "B=http://127.0.0.1:8123" in text
+    lines = [ln for ln in text.splitlines() if "certex dev-token" in ln]
+    assert lines and all("CERTEX_BASE_URL=$B " in ln for ln in lines), lines

@@ -60,7 +60,7 @@ curl -s $B/v1/verify -H 'Content-Type: application/json' -d "{{\\"credential\\":
 
 # 4. The enterprise logs in (dev IdP) and consents: its bank may pull the licence once,
 #    for 企业银行开户 (item {info["bank_item"]}), only the claims that item needs
-ENT=$(CERTEX_DEV=1 .venv/bin/certex dev-token --subject {enterprise})
+ENT=$(CERTEX_DEV=1 CERTEX_BASE_URL=$B .venv/bin/certex dev-token --subject {enterprise})
 UNTIL=$(date -u -d '+30 days' +%Y-%m-%dT%H:%M:%SZ)
 curl -s $B/v1/consents -H "Authorization: Bearer $ENT" -H 'Content-Type: application/json' \\
   -d "{{\\"grantee\\": \\"{bank}\\", \\"item_code\\": \\"{info["bank_item"]}\\", \\"valid_until\\": \\"$UNTIL\\", \\"max_uses\\": 1}}" > /tmp/certex-consent.json
