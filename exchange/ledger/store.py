@@ -429,6 +429,18 @@ def _proved(
     return proof
 
 
+def _planned(index: int, size: int, root: bytes | None, wanted: set[Coord]) -> list[list[Coord]]:
+    """:func:`inclusion_plan`, adding to ``wanted`` every hash :func:`_proved` will need: the
+    path's subtrees, the leaf, and (``root`` unknown) the decomposition the root folds."""
+    plan = inclusion_plan(index, size)
+    for coords in plan:
+        wanted.update(coords)
+    wanted.add((0, index))
+    if root is None:
+        wanted.update(_decomposition(0, size))
+    return plan
+
+
 def _verified_inclusions(
     conn: Connection, asks: Sequence[tuple[int, int, bytes | None]]
 ) -> list[list[bytes] | LedgerIntegrityError]:
@@ -440,12 +452,7 @@ def _verified_inclusions(
     size_max = 0
     for index, size, signed in asks:
         root = roots.get(size) if signed is None else signed
-        plan = inclusion_plan(index, size)
-        for coords in plan:
-            wanted.update(coords)
-        wanted.add((0, index))
-        if root is None:
-            wanted.update(_decomposition(0, size))
+        plan = _planned(index, size, root, wanted)
         plans.append((plan, index, size, root))
         size_max = max(size_max, size)
     hashes, missing = cache.split(wanted, size_max)
@@ -499,12 +506,8 @@ def cached_inclusion(
     if not 0 <= index < size <= cp.size:  # a tree never shrinks: cp bounds every size
         return None
     root = cache.roots.get(size)
-    plan = inclusion_plan(index, size)
-    wanted: set[Coord] = {(0, index)}
-    for coords in plan:
-        wanted.update(coords)
-    if root is None:
-        wanted.update(_decomposition(0, size))
+    wanted: set[Coord] = set()
+    plan = _planned(index, size, root, wanted)
     hashes, missing = cache.split(wanted, size)
     if missing:
         return None
