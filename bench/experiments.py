@@ -141,11 +141,14 @@ class _SubjectPrefetch:
 
 
 def _subject_batch() -> None:
-    from exchange.ledger.writer import LedgerWriter
+    from exchange.ledger.append import BatchAppender
+    from exchange.ledger.leaf import Event
 
-    original = LedgerWriter._append_locked
+    original = BatchAppender._append_locked
 
-    def _append_locked(self: LedgerWriter, conn: Any) -> dict[str, int]:
-        return original(self, cast(Any, _SubjectPrefetch(conn)))
+    def _append_locked(
+        self: BatchAppender, conn: Any, direct: list[tuple[str, Event]]
+    ) -> dict[str, int]:
+        return original(self, cast(Any, _SubjectPrefetch(conn)), direct)
 
-    LedgerWriter._append_locked = _append_locked  # type: ignore[method-assign]
+    BatchAppender._append_locked = _append_locked  # type: ignore[method-assign]

@@ -10,16 +10,16 @@ Two ways in, one chain:
   (awaitable); they go straight to the writer thread's in-memory queue.
 
 The writer thread takes every waiting caller, and under the database lock
-(``pg_advisory_xact_lock`` / ``BEGIN IMMEDIATE``) appends one batch — every committed outbox
-row in outbox order, then the direct events in submission order: leaves, hash chain, new
-subtree hashes, head, and a checkpoint signed only after checking that the stored tree it
-builds on still hashes to the last checkpoint signed; then commits, and only then answers
-the callers. A batch that does not commit answers nobody with an index. Several processes
-over one database still produce one linear chain: each batch starts from the head it reads
-under the lock. Outbox rows left by a process that died are appended by whichever writer
-runs next; direct events live only in this process's memory until their batch commits (a
-caller that was not answered with an index must assume its events were not logged, or — on
-a timeout — may not yet be).
+(``pg_advisory_xact_lock`` / ``BEGIN IMMEDIATE``) appends one batch (:mod:`.append`) — every
+committed outbox row in outbox order, then the direct events in submission order: leaves,
+hash chain, new subtree hashes, head, and a checkpoint signed only after checking that the
+stored tree it builds on still hashes to the last checkpoint signed; then commits, and only
+then answers the callers. A batch that does not commit answers nobody with an index.
+Several processes over one database still produce one linear chain: each batch starts from
+the head it reads under the lock. Outbox rows left by a process that died are appended by
+whichever writer runs next; direct events live only in this process's memory until their
+batch commits (a caller that was not answered with an index must assume its events were not
+logged, or — on a timeout — may not yet be).
 """
 
 from __future__ import annotations
@@ -31,167 +31,26 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
-from typing import Any
 
-import orjson
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from exchange.errors import (
-    InvalidInput,
-    LedgerIntegrityError,
-    LedgerUnavailable,
-    VerificationFailed,
-)
-from exchange.ledger import merkle, store
-from exchange.ledger.checkpoint import Checkpoint, sign_checkpoint
-from exchange.ledger.leaf import LEAF_VERSION, Event, encode_leaf
+from exchange.errors import LedgerIntegrityError, LedgerUnavailable
+from exchange.ledger.append import BatchAppender, check_direct
+from exchange.ledger.leaf import Event
 from exchange.ledger.note import Signer
 from exchange.node import Node
-from exchange.persistence.models import (
-    LedgerCheckpoint,
-    LedgerEntry,
-    LedgerHead,
-    LedgerNode,
-    LedgerOutbox,
-)
+from exchange.persistence.models import LedgerEntry, LedgerOutbox
 
 log = logging.getLogger("certex.ledger")
 
-LOCK_KEY = 0x63657274_6C656467  # "certledg": the advisory lock every writer process takes
-
-# The batch's statements, built once (the writer runs them in every batch: building a Core
-# statement each time cost more than sending it). Values are bound per call.
-_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
-_HEAD = select(LedgerHead.size, LedgerHead.last_hash).where(LedgerHead.id == 1)
-_OUTBOX_ROWS = (
-    select(LedgerOutbox.seq, LedgerOutbox.ref, LedgerOutbox.event)
-    .order_by(LedgerOutbox.seq)
-    .limit(bindparam("n"))
-)
-_MOVE_HEAD = (
-    update(LedgerHead)
-    .where(LedgerHead.id == 1)
-    .values(size=bindparam("size"), last_hash=bindparam("last_hash"))
-)
-_DROP_OUTBOX = delete(LedgerOutbox).where(LedgerOutbox.seq.in_(bindparam("seqs", expanding=True)))
-_CHECKPOINT_INSERT = insert(LedgerCheckpoint)
 RECHECK_AFTER = 0.25  # seconds a caller waits on the writer before looking in the ledger
 _STOP = "__stop__"
-_EVENT_FIELDS = tuple(Event.__dataclass_fields__)
-_ENTRY_COLUMNS = ("idx", "leaf", "leaf_hash", "ref", "kind", "actor", "subject", "time_ms")
-_NODE_COLUMNS = ("level", "idx", "hash")
-# PostgreSQL binary COPY: ~3 µs of Python per row against ~20 µs for an executemany through
-# SQLAlchemy Core, whose per-row parameter processing dominated a batch.
-_COPY_ENTRIES = (
-    f"COPY ledger_entries ({', '.join(_ENTRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)",
-    ["int8", "bytea", "bytea", "text", "text", "text", "text", "int8"],
-)
-_COPY_NODES = (
-    f"COPY ledger_nodes ({', '.join(_NODE_COLUMNS)}) FROM STDIN (FORMAT BINARY)",
-    ["int2", "int8", "bytea"],
-)
-_LAST_BY_SUBJECT_PG = text(
-    # One round trip; each subject is one backward probe of ix_ledger_entries_subject
-    # (subject, idx), not a scan of all its entries as GROUP BY would be.
-    "SELECT s, (SELECT max(idx) FROM ledger_entries WHERE subject = s) "
-    "FROM unnest(CAST(:subjects AS text[])) AS s"
-)
 
-
-@dataclass
-class _Frontier:
-    """The perfect subtrees of the binary decomposition of the tree, largest first."""
-
-    nodes: list[tuple[int, int, bytes]]  # (level, index at that level, hash)
-
-    def append(self, index: int, leaf_hash: bytes, new_nodes: list[tuple[int, int, bytes]]) -> None:
-        nodes = self.nodes
-        nodes.append((0, index, leaf_hash))
-        while len(nodes) > 1 and nodes[-1][0] == nodes[-2][0]:
-            lvl, _, right = nodes.pop()
-            _, left_idx, left = nodes.pop()
-            parent = (lvl + 1, left_idx >> 1, merkle.node_hash(left, right))
-            nodes.append(parent)
-            new_nodes.append(parent)
-
-    def root(self) -> bytes:
-        if not self.nodes:
-            return merkle.EMPTY_ROOT
-        acc = self.nodes[-1][2]
-        for _, _, h in reversed(self.nodes[:-1]):
-            acc = merkle.node_hash(h, acc)
-        return acc
-
-
-def _decomposition(size: int) -> list[tuple[int, int]]:
-    out, start = [], 0
-    for level in range(size.bit_length() - 1, -1, -1):
-        if size >> level & 1:
-            out.append((level, start >> level))
-            start += 1 << level
-    return out
-
-
-def _flat_fields(event: Event) -> dict[str, Any] | None:
-    """``event.to_json()`` when every field is a plain ``str`` or None (as Event declares),
-    built without ``dataclasses.asdict``'s deep copy; otherwise None."""
-    fields = {name: getattr(event, name) for name in _EVENT_FIELDS}
-    for value in fields.values():
-        if value is not None and type(value) is not str:
-            return None
-    return fields
-
-
-def _leaf(
-    event: Event, *, index: int, time_ms: int, node: str, prev: bytes, prev_subject: int | None
-) -> bytes:
-    """Exactly ``encode_leaf``'s bytes, cheaper in the common case.
-
-    ``canonical_json`` is a type walk followed by ``orjson.dumps(obj, OPT_SORT_KEYS)``. A leaf
-    whose event fields are all ``str``/None and whose own fields are ints, str and None passes
-    that walk by construction, so the same orjson call gives the same bytes; anything else
-    (and any string orjson refuses) goes through ``encode_leaf`` itself.
-    (tests/test_ledger_direct.py pins the equality.)
-    """
-    fields = _flat_fields(event)
-    if fields is not None and type(node) is str:
-        fields["v"] = LEAF_VERSION
-        fields["index"] = index
-        fields["time_ms"] = time_ms
-        fields["node"] = node
-        fields["prev"] = prev.hex()
-        fields["prev_subject"] = prev_subject
-        try:
-            return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
-        except orjson.JSONEncodeError:
-            pass
-    return encode_leaf(
-        event, index=index, time_ms=time_ms, node=node, prev=prev, prev_subject=prev_subject
-    )
-
-
-def _check_direct(event: Event) -> None:
-    """Refuse, in the caller's thread, an event the writer could not encode as a leaf.
-
-    Stricter than the outbox, on purpose: a leaf whose ``actor`` is not a string would be
-    committed but fail ``decode_leaf`` in every audit, so direct events must hold only
-    ``str``/None (what :class:`Event` declares) that canonical JSON can encode.
-    """
-    if not isinstance(event, Event):
-        raise InvalidInput(f"not a ledger Event: {type(event).__name__}")
-    fields = _flat_fields(event)
-    if fields is None:
-        raise InvalidInput("ledger event fields must be strings or None")
-    try:
-        orjson.dumps(fields)
-    except orjson.JSONEncodeError as e:  # lone surrogates
-        raise InvalidInput(f"ledger event is not encodable as JSON: {e}") from e
 
 
 def origin_of(node: Node) -> str:
@@ -260,20 +119,20 @@ class LedgerWriter:
         )
         self._thread: threading.Thread | None = None
         self._halted: str | None = None
-        self._signer: Signer | None = None
+        self._appender: BatchAppender | None = None
         # Direct events get a ref like outbox events (ledger_entries.ref is unique): this
         # writer's random 96-bit prefix and a counter, 36 characters as a UUID's text.
         self._ref_prefix = secrets.token_hex(12)
         self._ref_count = 0
-        self._direct_batch: list[tuple[str, Event]] = []  # the batch being appended
-        self._subjects = _SubjectIndex()
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         if self._thread is not None:
             return
-        self._signer = ledger_signer(self._node)
-        self._run_batch([])  # genesis checkpoint and any orphaned outbox rows
+        self._appender = BatchAppender(
+            self._node, ledger_signer(self._node), max_batch=self._max_batch
+        )
+        self._appender.run([], [])  # genesis checkpoint and any orphaned outbox rows
         self._thread = threading.Thread(target=self._loop, name="ledger-writer", daemon=True)
         self._thread.start()
 
@@ -392,7 +251,7 @@ class LedgerWriter:
     def _direct_request(self, events: Sequence[Event]) -> list[Event]:
         batch = list(events)
         for event in batch:
-            _check_direct(event)
+            check_direct(event)
         if batch:
             if self._halted:
                 raise LedgerUnavailable(f"the ledger writer has stopped: {self._halted}")
@@ -467,11 +326,11 @@ class LedgerWriter:
         for d in direct:
             d.refs = self._next_refs(len(d.events))
             pending.extend(zip(d.refs, d.events, strict=True))
-        self._direct_batch = pending
         committed: dict[str, int] = {}  # filled only as transactions commit
         error = ""
         try:
-            self._run_batch([ref for ref, _ in waiters], committed)
+            assert self._appender is not None  # set by start(), before the thread runs
+            self._appender.run([ref for ref, _ in waiters], pending, committed)
         except LedgerIntegrityError as e:
             self._halted = e.detail
             log.critical("LEDGER INTEGRITY ALARM: %s — refusing to append or sign", e.detail)
@@ -479,8 +338,6 @@ class LedgerWriter:
         except Exception as e:  # database down, lock timeout: fail these callers, keep going
             log.exception("ledger batch failed")
             error = f"the ledger could not commit: {e}"
-        finally:
-            self._direct_batch = []
         # Each caller is answered from what committed: an index only for a committed entry.
         for ref, f in waiters:
             idx = committed.get(ref)
@@ -515,304 +372,6 @@ class LedgerWriter:
             # A closed loop (RuntimeError) has nobody waiting any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, results)
-
-    def _run_batch(
-        self, refs: list[str], committed: dict[str, int] | None = None
-    ) -> dict[str, int]:
-        """Append batches until every outbox ref in ``refs`` has its index; ``committed``
-        (returned) gains each transaction's entries only once that transaction committed."""
-        done: dict[str, int] = {} if committed is None else committed
-        engine = self._node.engine
-        with engine.connect() as conn:
-            conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
-            while True:
-                self._subjects.discard()  # what a batch that did not commit had learned
-                with conn.begin():
-                    if conn.dialect.name == "postgresql":
-                        conn.execute(_LOCK, {"k": LOCK_KEY})
-                    appended = self._append_locked(conn)
-                    self._direct_batch = []  # appended (if this commits) or failed: never twice
-                    found = dict(appended)
-                    # Events another process's writer appended first: found here, under the
-                    # lock, so the loop ends as soon as every caller has its index. Otherwise
-                    # it keeps draining other processes' new rows, and under sustained load
-                    # its callers time out (503) although their entries are committed.
-                    missing = [r for r in refs if r not in done and r not in found]
-                    if missing:
-                        for ref, idx in conn.execute(
-                            select(LedgerEntry.ref, LedgerEntry.idx).where(
-                                LedgerEntry.ref.in_(missing)
-                            )
-                        ):
-                            found[ref] = idx
-                done.update(found)  # committed
-                self._subjects.committed()
-                if not appended or all(r in done for r in refs):
-                    return done
-
-    def _append_locked(self, conn: Connection) -> dict[str, int]:
-        """One batch under the lock: outbox rows, then ``self._direct_batch``; ref → index."""
-        now_ms = int(self._node.clock.now() * 1000)
-        head = conn.execute(_HEAD).one()
-        size, last_hash = int(head[0]), bytes(head[1])
-        # Every committed event, in the order the outbox saw them — not only this process's:
-        # an event committed before another is never appended after it (a revocation that
-        # committed after a grant follows the grant in the ledger), and events of a process
-        # that died are appended by whichever writer runs next.
-        rows = conn.execute(_OUTBOX_ROWS, {"n": self._max_batch}).all()
-        direct = self._direct_batch
-        last_cp = store.latest_checkpoint(conn)
-        if not rows and not direct:
-            if last_cp is None:
-                self._sign(conn, size, merkle.EMPTY_ROOT if size == 0 else None, now_ms, last_cp)
-            return {}
-        # 1. Storage still matches the head: the last leaf hash is what the chain continues,
-        #    and nothing signed or stored lies past it (a head moved back would otherwise end
-        #    in a duplicate-key error, retried forever as if the database were merely down).
-        # 2. The frontier of the current tree from its stored subtree hashes, and the
-        #    stored-root re-check: when the last signed checkpoint is at the head — always,
-        #    unless a checkpoint is missing — the fold of those stored hashes must be its
-        #    root. Both every batch, in one read: the leaves either side of the head and the
-        #    O(log n) subtrees the frontier needs anyway. Keeping the frontier in memory
-        #    between batches instead would save only that one read, and the check would then
-        #    run only when another process moved the head or now and then; reading them
-        #    each time means no batch ever builds on, or signs over, a stored tree that is
-        #    not the tree last signed.
-        coords = _decomposition(size)
-        probe = [(0, size), *(c for c in coords if c[0])]
-        if size:
-            probe.append((0, size - 1))
-        stored = store.fetch_subtrees(conn, probe)
-        if size and stored.get((0, size - 1)) != last_hash:
-            raise LedgerIntegrityError(f"entry {size - 1} no longer matches the ledger head")
-        if last_cp is not None and last_cp.size > size:
-            raise LedgerIntegrityError(
-                f"signed checkpoint {last_cp.size} is ahead of the ledger head ({size})"
-            )
-        if (0, size) in stored:
-            raise LedgerIntegrityError(f"entry {size} is stored past the ledger head")
-        try:
-            frontier = _Frontier([(lvl, i, stored[(lvl, i)]) for lvl, i in coords])
-        except KeyError as e:
-            raise LedgerIntegrityError(f"stored subtree {e} is missing") from e
-        at_head = last_cp is not None and last_cp.size == size
-        if last_cp is not None and at_head and frontier.root() != bytes(last_cp.root):
-            raise LedgerIntegrityError(f"stored tree no longer hashes to signed checkpoint {size}")
-        # 3. Leaves: chain, subject back-pointers, subtree hashes — computed while the
-        #    entries stream to the database.
-        events = [(ref, Event.from_json(event_json)) for _, ref, event_json in rows]
-        events += direct
-        batch = _Batch(
-            size=size,
-            last_hash=last_hash,
-            frontier=frontier,
-            node=self._node.settings.node,
-            time_ms=now_ms,
-            last_for_subject=self._subjects.lookup(
-                conn, (size, last_hash), {e.subject for _, e in events if e.subject is not None}
-            ),
-        )
-        _insert_rows(conn, batch.entries(events), batch.nodes)
-        size, last_hash = batch.size, batch.last_hash
-        self._subjects.appended((size, last_hash), batch.last_for_subject)
-        conn.execute(_MOVE_HEAD, {"size": size, "last_hash": last_hash})
-        if rows:
-            conn.execute(_DROP_OUTBOX, {"seqs": [r[0] for r in rows]})
-        # 4. Sign the new tree. When the old tree is the signed one at the head (checked in
-        #    2), the new root is that verified frontier extended by this batch's leaves, so
-        #    the new tree is consistent with the old by construction: a consistency proof
-        #    read back from storage would only restate the hashes just computed. Otherwise
-        #    (no checkpoint at the head) prove it from storage as before signing.
-        if at_head:
-            self._sign_note(conn, size, frontier.root(), now_ms)
-        else:
-            self._sign(conn, size, frontier.root(), now_ms, last_cp)
-        return batch.done
-
-    def _sign(
-        self,
-        conn: Connection,
-        size: int,
-        root: bytes | None,
-        now_ms: int,
-        last: store.StoredCheckpoint | None,
-    ) -> None:
-        if root is None:
-            root = store.with_stored_hashes(conn, lambda src: merkle.root_at(size, src))
-        if last is not None:
-            if last.size > size:
-                raise LedgerIntegrityError(
-                    f"signed checkpoint {last.size} is ahead of the stored tree ({size})"
-                )
-            if last.size > 0:
-                stored_old = store.with_stored_hashes(conn, lambda s: merkle.root_at(last.size, s))
-                if stored_old != last.root:
-                    raise LedgerIntegrityError(
-                        f"stored tree no longer hashes to signed checkpoint {last.size}"
-                    )
-                proof = store.with_stored_hashes(
-                    conn, lambda s: merkle.consistency_proof(last.size, size, s)
-                )
-                try:
-                    merkle.verify_consistency(last.size, size, last.root, root, proof)
-                except VerificationFailed as e:
-                    raise LedgerIntegrityError(
-                        f"new tree {size} is not consistent with checkpoint {last.size}"
-                    ) from e
-            elif size == 0:
-                return  # the empty tree is already signed
-        self._sign_note(conn, size, root, now_ms)
-
-    def _sign_note(self, conn: Connection, size: int, root: bytes, now_ms: int) -> None:
-        assert self._signer is not None
-        note = sign_checkpoint(Checkpoint(self._signer.name, size, root), self._signer)
-        conn.execute(
-            _CHECKPOINT_INSERT, {"size": size, "root": root, "note": note, "time_ms": now_ms}
-        )
-
-
-@dataclass
-class _Batch:
-    """The leaves of one batch, made one at a time so they can stream to the database."""
-
-    size: int
-    last_hash: bytes
-    frontier: _Frontier
-    node: str
-    time_ms: int
-    last_for_subject: dict[str, int | None]
-    nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
-    done: dict[str, int] = field(default_factory=dict)
-
-    def entries(self, events: Iterable[tuple[str, Event]]) -> Iterator[tuple[Any, ...]]:
-        """ledger_entries rows in index order; fills ``nodes`` and ``done`` as it goes."""
-        size, last_hash, time_ms, node = self.size, self.last_hash, self.time_ms, self.node
-        last_for_subject, done, frontier, nodes = (
-            self.last_for_subject,
-            self.done,
-            self.frontier,
-            self.nodes,
-        )
-        for ref, event in events:
-            subject = event.subject
-            leaf = _leaf(
-                event,
-                index=size,
-                time_ms=time_ms,
-                node=node,
-                prev=last_hash,
-                prev_subject=None if subject is None else last_for_subject[subject],
-            )
-            h = merkle.leaf_hash(leaf)
-            yield (size, leaf, h, ref, event.kind, event.actor, subject, time_ms)
-            frontier.append(size, h, nodes)
-            if subject is not None:
-                last_for_subject[subject] = size
-            done[ref] = size
-            size, last_hash = size + 1, h
-            self.size, self.last_hash = size, last_hash
-
-
-class _SubjectIndex:
-    """Each subject's latest ledger index, remembered between this writer's batches.
-
-    Valid only while the head is the one this writer committed last: a batch whose head
-    differs (another process appended, or storage changed) starts from an empty memory and
-    reads every subject it needs. What a batch learns is kept only once it has committed.
-    """
-
-    MAX = 1 << 16  # subjects remembered (~10 MB at most); beyond that, start again
-
-    def __init__(self) -> None:
-        self._last: dict[str, int | None] = {}
-        self._head: tuple[int, bytes] | None = None
-        self._pending: tuple[tuple[int, bytes], dict[str, int | None]] | None = None
-
-    def discard(self) -> None:
-        self._pending = None
-
-    def lookup(
-        self, conn: Connection, head: tuple[int, bytes], subjects: set[str]
-    ) -> dict[str, int | None]:
-        """The latest index of each of ``subjects`` in the tree whose head is ``head``."""
-        if head != self._head:
-            self._last, self._head = {}, None
-        known = self._last
-        found = {s: known[s] for s in subjects if s in known}
-        if len(found) < len(subjects):
-            found.update(_last_indices(conn, {s for s in subjects if s not in known}))
-        return found
-
-    def appended(self, head: tuple[int, bytes], last: dict[str, int | None]) -> None:
-        """What the batch being committed makes true; applied by :meth:`committed`."""
-        self._pending = (head, last)
-
-    def committed(self) -> None:
-        if self._pending is None:
-            return
-        head, last = self._pending
-        self._pending = None
-        if len(self._last) + len(last) > self.MAX:
-            self._last = {}
-        self._last.update(last)
-        self._head = head
-
-
-def _last_indices(conn: Connection, subjects: set[str]) -> dict[str, int | None]:
-    """Each subject's latest index in the ledger (None if it has none), in one query."""
-    last: dict[str, int | None] = dict.fromkeys(subjects)
-    if not subjects:
-        return last
-    wanted = sorted(subjects)
-    if conn.dialect.name == "postgresql":
-        for subject, idx in conn.execute(_LAST_BY_SUBJECT_PG, {"subjects": wanted}):
-            last[subject] = None if idx is None else int(idx)
-        return last
-    for i in range(0, len(wanted), 500):  # SQLite: bounded host parameters per statement
-        for subject, idx in conn.execute(
-            select(LedgerEntry.subject, func.max(LedgerEntry.idx))
-            .where(LedgerEntry.subject.in_(wanted[i : i + 500]))
-            .group_by(LedgerEntry.subject)
-        ):
-            if subject is not None:
-                last[subject] = int(idx)
-    return last
-
-
-def _insert_rows(
-    conn: Connection, entries: Iterable[tuple[Any, ...]], nodes: list[tuple[int, int, bytes]]
-) -> None:
-    """Insert entry rows (consuming ``entries``), then ``nodes``, in the connection's
-    transaction. ``nodes`` may grow while ``entries`` is consumed."""
-    if conn.dialect.name != "postgresql":
-        conn.execute(
-            insert(LedgerEntry), [dict(zip(_ENTRY_COLUMNS, r, strict=True)) for r in entries]
-        )
-        if nodes:
-            conn.execute(
-                insert(LedgerNode), [dict(zip(_NODE_COLUMNS, r, strict=True)) for r in nodes]
-            )
-        return
-    # Binary COPY on the same DBAPI connection, so in the same transaction; psycopg sends
-    # each ~32 KB as it fills, so the server inserts early rows while later leaves are being
-    # hashed. It bypasses SQLAlchemy's cursor events (bench/tasks.py ``statements`` does not
-    # count these two statements).
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    try:
-        with raw.cursor() as cur:
-            for (sql, types), rows in ((_COPY_ENTRIES, entries), (_COPY_NODES, nodes)):
-                if rows is nodes and not nodes:  # (complete once the entries are consumed)
-                    continue
-                with cur.copy(sql) as copy:
-                    copy.set_types(types)
-                    for row in rows:
-                        copy.write_row(row)
-    except Exception:
-        # SQLAlchemy never saw this error: if the server went away, do not pool the socket.
-        if raw.closed or raw.broken:
-            conn.invalidate()
-        raise
 
 
 _OUTBOX_INSERT = insert(LedgerOutbox)  # built once; its values are bound per call
