@@ -293,7 +293,7 @@ class Bench:
         self.fig(f"inclusion proof in-process at {size:,}: p99", inc["p99_ms"], "ms",
                  target=f"≤ {TARGETS['inclusion-p99-ms']:.0f} ms",
                  met=inc["p99_ms"] <= TARGETS["inclusion-p99-ms"],
-                 note=f"store.inclusion, p50 {inc['p50_ms']:.2f} ms, {inc['samples']} random "
+                 note=f"proofs.inclusion, p50 {inc['p50_ms']:.2f} ms, {inc['samples']} random "
                       f"indices, path {inc['path_length']} hashes{scale}")
         log("ledger export + audit: library, then the certex CLI verbs")
         aud = _json_run([sys.executable, "-m", "bench.tasks", "audit", str(self.work)],

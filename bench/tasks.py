@@ -6,7 +6,7 @@
     committing, and waiting on ``commit_wait`` — exactly what a request handler does.
     ``direct``: CALLERS asyncio tasks, each awaiting ``LedgerWriter.append_async`` for one
     event at a time (events not tied to a business transaction).
-``python -m bench.tasks inclusion SAMPLES``  ``exchange.ledger.store.inclusion`` latency for
+``python -m bench.tasks inclusion SAMPLES``  ``exchange.ledger.proofs.inclusion`` latency for
     random indices in the whole tree, one connection, sequential calls.
 ``python -m bench.tasks audit DIR``  ``certex ledger export`` of the whole ledger to a file
     (the library call behind the verb), then the offline audit of that file.
@@ -162,7 +162,7 @@ def appends(callers: int, seconds: float, path: str = "outbox") -> dict[str, Any
 
 
 def inclusion(samples: int) -> dict[str, Any]:
-    from exchange.ledger import merkle, store
+    from exchange.ledger import merkle, proofs, store
     from exchange.node import Node
     from exchange.settings import Settings
 
@@ -175,11 +175,11 @@ def inclusion(samples: int) -> dict[str, Any]:
             cp = store.latest_checkpoint(conn)
             assert cp is not None
             for _ in range(min(50, samples)):  # warm the connection and caches
-                store.inclusion(conn, rng.randrange(cp.size), cp.size)
+                proofs.inclusion(conn, rng.randrange(cp.size), cp.size)
             for _ in range(samples):
                 i = rng.randrange(cp.size)
                 t0 = time.perf_counter()
-                proof = store.inclusion(conn, i, cp.size)
+                proof = proofs.inclusion(conn, i, cp.size)
                 times.append(time.perf_counter() - t0)
             # The last proof really proves: leaf i is in the signed tree.
             from sqlalchemy import select

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from exchange.ledger import merkle, store
+from exchange.ledger import merkle, proofs, store
 from exchange.ledger.checkpoint import Checkpoint, open_checkpoint
 from exchange.ledger.leaf import GENESIS_PREV, Event, decode_leaf
 from exchange.ledger.note import Verifier
@@ -336,7 +336,7 @@ def audit(database_url: str, vkey: str) -> AuditedLedger:
                 assert cp.root == roots[size], f"checkpoint {size} root is not the leaves' root"
                 if opened and opened[-1].size > 0:
                     old = opened[-1]
-                    proof = store.consistency(conn, old.size, cp.size)
+                    proof = proofs.consistency(conn, old.size, cp.size)
                     merkle.verify_consistency(old.size, cp.size, old.root, cp.root, proof)
                 opened.append(cp)
             # 6.
@@ -364,7 +364,7 @@ def assert_included(database_url: str, ledger: AuditedLedger, answered: Mapping[
                 assert ledger.by_request.get(sha) == index, (
                     f"caller was told {index} for {sha}, ledger has {ledger.by_request.get(sha)}"
                 )
-                proof = store.inclusion(conn, index, cp.size)
+                proof = proofs.inclusion(conn, index, cp.size)
                 leaf_hash = merkle.leaf_hash(ledger.leaves[index])
                 merkle.verify_inclusion(leaf_hash, index, cp.size, proof, cp.root)
     finally:

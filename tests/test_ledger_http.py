@@ -102,7 +102,7 @@ def test_checkpoint_proofs_and_receipts_verify(http, node, world) -> None:  # ty
         proof = [base64.b64decode(h) for h in r.json()["proof"]]
         e = node.engine.connect()
         try:
-            from exchange.ledger import store
+            from exchange.ledger import merkle, store
 
             leaf = store.entries(e, index, index + 1)[0].leaf
         finally:

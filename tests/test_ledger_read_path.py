@@ -1,5 +1,5 @@
-"""The proof read path (exchange.ledger.store): one statement, an in-process cache of upper
-tree levels and of the latest checkpoint, and verification of every proof before it is served.
+"""The proof read path (exchange.ledger.proofs, .readcache, .store): one statement, an
+in-process cache of upper tree levels and of the latest checkpoint, and verification of every proof before it is served.
 
 * A warm cache answers exactly what a cold read of storage answers, at many sizes, while the
   ledger grows (and while the cached levels move up as it does).
@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from exchange.errors import InvalidInput, LedgerIntegrityError, NotFound, VerificationFailed
-from exchange.ledger import merkle, store
+from exchange.ledger import merkle, proofs, readcache, store
 from exchange.ledger.leaf import Event
 from exchange.ledger.note import Verifier
 from exchange.ledger.receipt import verify_receipt
@@ -60,7 +60,7 @@ def _cold(conn, index: int, size: int) -> list[bytes]:  # type: ignore[no-untype
 
 @pytest.fixture
 def small_cache(monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(store, "CACHE_LEVEL_NODES", _SMALL_LEVEL)
+    monkeypatch.setattr(readcache, "CACHE_LEVEL_NODES", _SMALL_LEVEL)
 
 
 @pytest.fixture
@@ -85,8 +85,8 @@ class _CoordMap(dict[tuple[int, int], bytes]):
 @given(size=st.integers(1, 2**40), data=st.data())
 def test_plan_is_the_path_merkle_follows(size: int, data: st.DataObject) -> None:
     index = data.draw(st.integers(0, size - 1))
-    plan = store.inclusion_plan(index, size)
-    assert [store._fold(coords, _CoordMap()) for coords in plan] == merkle.inclusion_proof(
+    plan = proofs.inclusion_plan(index, size)
+    assert [proofs._fold(coords, _CoordMap()) for coords in plan] == merkle.inclusion_proof(
         index, size, _Coords()
     )
 
@@ -104,13 +104,13 @@ def test_warm_cache_equals_cold_store_as_the_ledger_grows(ledger) -> None:  # ty
             assert cp is not None and cp.size == seen and cp.root == tree.root()
             for size in sorted({min(seen, x) for x in (1, 2, 3, seen // 2 or 1, seen - 1 or 1)} | {seen}):
                 for index in range(size):
-                    warm = store.inclusion(conn, index, size)
+                    warm = proofs.inclusion(conn, index, size)
                     assert warm == _cold(conn, index, size)
                     assert warm == merkle.inclusion_proof(index, size, tree)
                     merkle.verify_inclusion(tree.leaf(index), index, size, warm, tree.root(size))
-                    again = store.inclusion(conn, index, size)  # now from the warm cache
+                    again = proofs.inclusion(conn, index, size)  # now from the warm cache
                     assert again == warm
-            assert store._cache(conn).nbytes() <= 2 * _SMALL_LEVEL * 32 * 8
+            assert readcache.read_cache(conn).nbytes() <= 2 * _SMALL_LEVEL * 32 * 8
 
 
 @pytest.mark.usefixtures("small_cache")
@@ -143,7 +143,7 @@ def test_batched_proofs_equal_single_ones(ledger, data) -> None:  # type: ignore
             assert not isinstance(got, Exception), got
             used, proof = got
             assert used == (size if size is not None else n)
-            assert proof == _cold(conn, index, used) == store.inclusion(conn, index, used)
+            assert proof == _cold(conn, index, used) == proofs.inclusion(conn, index, used)
 
 
 def _flip(b: bytes) -> bytes:
@@ -175,7 +175,7 @@ def test_tampering_after_caching_never_serves_a_failing_proof(ledger) -> None:  
         cp = store.latest_checkpoint(conn)
         assert cp is not None and cp.size == n
         for index in range(n):  # warm the cache along every path
-            store.inclusion(conn, index, n)
+            proofs.inclusion(conn, index, n)
 
         # 1. An upper node (level 4, cached) changed in storage: proofs still come from the
         #    true cached hash, so what is served verifies against the signed checkpoint.
@@ -183,26 +183,26 @@ def test_tampering_after_caching_never_serves_a_failing_proof(ledger) -> None:  
         _set_node(ledger, 4, 1, _flip(true_upper))
         conn.rollback()  # SQLite: end the read snapshot
         for index in range(n):
-            proof = store.inclusion(conn, index, n)
+            proof = proofs.inclusion(conn, index, n)
             merkle.verify_inclusion(tree.leaf(index), index, n, proof, cp.root)
-            rec = store.receipt(conn, index, cp)
+            rec = proofs.receipt(conn, index, cp)
             verify_receipt(rec, verifier=verifier, leaf_hash=tree.leaf(index))
         # ...but the writer's reads see storage, so its integrity checks are not fooled.
         stored = store.fetch_subtrees(conn, [(4, 0), (4, 1), (5, 0)])
         assert stored[(4, 1)] == _flip(true_upper)
         assert merkle.node_hash(stored[(4, 0)], stored[(4, 1)]) != stored[(5, 0)]
         # A fresh process (no cache) would need the changed hash: it refuses to serve.
-        store.drop_read_cache(conn)
+        readcache.drop_read_cache(conn)
         with pytest.raises(LedgerIntegrityError):
-            store.inclusion(conn, 0, n)  # leaves 0..15 pair with subtree (4, 1)
+            proofs.inclusion(conn, 0, n)  # leaves 0..15 pair with subtree (4, 1)
         with pytest.raises(LedgerIntegrityError):
-            store.receipt(conn, 0, cp)
+            proofs.receipt(conn, 0, cp)
         _set_node(ledger, 4, 1, true_upper)
         conn.rollback()  # SQLite: end the read snapshot
 
         # 2. A lower node (level 1, never cached) changed: every path through it is refused.
         for index in range(n):
-            store.inclusion(conn, index, n)
+            proofs.inclusion(conn, index, n)
         true_low = _stored(ledger, 1, 3)
         _set_node(ledger, 1, 3, _flip(true_low))
         conn.rollback()  # SQLite: end the read snapshot
@@ -210,11 +210,11 @@ def test_tampering_after_caching_never_serves_a_failing_proof(ledger) -> None:  
         for index in range(n):
             if index in (4, 5):
                 with pytest.raises(LedgerIntegrityError) as refusal:
-                    store.inclusion(conn, index, n)
+                    proofs.inclusion(conn, index, n)
                 assert refusal.value.code == "tree-inconsistent"
                 refused += 1
                 continue
-            proof = store.inclusion(conn, index, n)
+            proof = proofs.inclusion(conn, index, n)
             merkle.verify_inclusion(tree.leaf(index), index, n, proof, cp.root)
         assert refused == 2  # (1, 3) covers leaves 6 and 7: it is on the paths of 4 and 5 only
         _set_node(ledger, 1, 3, true_low)
@@ -225,7 +225,7 @@ def test_tampering_after_caching_never_serves_a_failing_proof(ledger) -> None:  
         conn.rollback()  # SQLite: end the read snapshot
         for index in (8, 9):
             with pytest.raises(LedgerIntegrityError):
-                store.inclusion(conn, index, n)
+                proofs.inclusion(conn, index, n)
         _set_node(ledger, 0, 9, tree.leaf(9))
         conn.rollback()  # SQLite: end the read snapshot
 
@@ -235,11 +235,11 @@ def test_tampering_after_caching_never_serves_a_failing_proof(ledger) -> None:  
         _set_node(ledger, 1, 3, _flip(true_low))
         conn.rollback()  # SQLite: end the read snapshot
         with pytest.raises(LedgerIntegrityError):
-            store.inclusion(conn, 4, size)
+            proofs.inclusion(conn, 4, size)
         _set_node(ledger, 1, 3, true_low)
         conn.rollback()  # SQLite: end the read snapshot
         for index in range(size):
-            proof = store.inclusion(conn, index, size)
+            proof = proofs.inclusion(conn, index, size)
             merkle.verify_inclusion(tree.leaf(index), index, size, proof, tree.root(size))
 
 
@@ -250,11 +250,11 @@ def test_a_wrong_cached_hash_is_caught_and_dropped(ledger) -> None:  # type: ign
     n = tree.size
     with _reads(ledger).connect() as conn:
         for index in range(n):
-            store.inclusion(conn, index, n)
-        cache = store._cache(conn)
+            proofs.inclusion(conn, index, n)
+        cache = readcache.read_cache(conn)
         cache.keep({(4, 1): b"\x11" * 32})  # what only a bug could do
         for index in range(n):
-            proof = store.inclusion(conn, index, n)
+            proof = proofs.inclusion(conn, index, n)
             merkle.verify_inclusion(tree.leaf(index), index, n, proof, tree.root())
         assert cache.split([(4, 1)], n)[0].get((4, 1)) in (None, tree.subtree(4, 1))
 
@@ -262,25 +262,25 @@ def test_a_wrong_cached_hash_is_caught_and_dropped(ledger) -> None:  # type: ign
 def test_cache_memory_is_bounded(ledger) -> None:  # type: ignore[no-untyped-def]
     _append(ledger, 20, "mem")
     with _reads(ledger).connect() as conn:
-        cache = store._cache(conn)
+        cache = readcache.read_cache(conn)
         cache.keep({(lvl, i): b"\x22" * 32 for lvl in range(1, 40) for i in (0, 5, 2**20)})
         # Nothing past CACHE_LEVEL_NODES in a level: < 2 MB each, whatever is asked.
-        assert all(row is None or len(row) <= store.CACHE_LEVEL_NODES * 32
+        assert all(row is None or len(row) <= readcache.CACHE_LEVEL_NODES * 32
                    for row in cache._levels)
         assert any(row is not None for row in cache._levels)
-        store.drop_read_cache(conn)
+        readcache.drop_read_cache(conn)
 
 
 def test_checkpoint_cache_sees_this_process_commits(ledger) -> None:  # type: ignore[no-untyped-def]
     _append(ledger, 3, "cp")
     with _reads(ledger).connect() as conn:
-        assert (cp := store.recent_checkpoint(conn)) is not None and cp.size == 3
+        assert (cp := readcache.recent_checkpoint(conn)) is not None and cp.size == 3
     _append(ledger, 2, "cp2")  # the writer commits a new checkpoint: the cached one is dropped
     with _reads(ledger).connect() as conn:
-        assert (cp := store.recent_checkpoint(conn)) is not None and cp.size == 5
-        assert store.checkpoint_covering(conn, 4).size == 5
+        assert (cp := readcache.recent_checkpoint(conn)) is not None and cp.size == 5
+        assert readcache.checkpoint_covering(conn, 4).size == 5
         with pytest.raises(NotFound):
-            store.checkpoint_covering(conn, 5)
+            readcache.checkpoint_covering(conn, 5)
 
 
 @pytest.mark.usefixtures("small_cache")
@@ -348,8 +348,8 @@ def test_cached_inclusion_answers_what_storage_answers_and_never_reads(ledger) -
     n = tree.size
     engine = _reads(ledger)
     with engine.connect() as conn:
-        store.drop_read_cache(conn)
-    assert store.cached_inclusion(engine, 3, n) is None  # cold: nothing cached yet
+        readcache.drop_read_cache(conn)
+    assert proofs.cached_inclusion(engine, 3, n) is None  # cold: nothing cached yet
     statements: list[str] = []
 
     def count(*args: object) -> None:
@@ -363,14 +363,14 @@ def test_cached_inclusion_answers_what_storage_answers_and_never_reads(ledger) -
     try:
         for size in sizes:
             for index in range(size):
-                got = store.cached_inclusion(engine, index, size)
+                got = proofs.cached_inclusion(engine, index, size)
                 assert got == (size, merkle.inclusion_proof(index, size, tree)), (index, size)
                 merkle.verify_inclusion(tree.leaf(index), index, size, got[1], tree.root(size))
-        latest = store.cached_inclusion(engine, 5, None)
+        latest = proofs.cached_inclusion(engine, 5, None)
         assert latest == (n, merkle.inclusion_proof(5, n, tree))
         # Out of range or past the checkpoint it knows: left to the batched path.
         for index, size in ((n, n), (-1, n), (0, n + 1), (0, 0), (5, 3)):
-            assert store.cached_inclusion(engine, index, size) is None
+            assert proofs.cached_inclusion(engine, index, size) is None
     finally:
         event.remove(ledger.engine, "before_cursor_execute", count)
     assert statements == []
@@ -380,10 +380,10 @@ def test_cached_inclusion_of_the_latest_needs_a_fresh_checkpoint(ledger, monkeyp
     _append(ledger, 9, "fresh")
     engine = _reads(ledger)
     inclusion_proofs(ledger, [(i, None) for i in range(9)])
-    assert store.cached_inclusion(engine, 2, None) is not None
-    monkeypatch.setattr(store, "CHECKPOINT_MAX_AGE", -1.0)  # every cached checkpoint stale
-    assert store.cached_inclusion(engine, 2, None) is None
-    assert store.cached_inclusion(engine, 2, 9) is not None  # an explicit size needs none
+    assert proofs.cached_inclusion(engine, 2, None) is not None
+    monkeypatch.setattr(readcache, "CHECKPOINT_MAX_AGE", -1.0)  # every cached checkpoint stale
+    assert proofs.cached_inclusion(engine, 2, None) is None
+    assert proofs.cached_inclusion(engine, 2, 9) is not None  # an explicit size needs none
 
 
 def test_cached_inclusion_never_serves_a_wrong_cached_hash(ledger) -> None:  # type: ignore[no-untyped-def]
@@ -393,15 +393,15 @@ def test_cached_inclusion_never_serves_a_wrong_cached_hash(ledger) -> None:  # t
     engine = _reads(ledger)
     inclusion_proofs(ledger, [(i, n) for i in range(n)])
     with engine.connect() as conn:
-        cache = store._cache(conn)
+        cache = readcache.read_cache(conn)
     cache.keep({(1, 2): b"\x11" * 32})  # what only a bug could do
     for index in range(n):
-        got = store.cached_inclusion(engine, index, n)
+        got = proofs.cached_inclusion(engine, index, n)
         if got is not None:  # paths that do not use (1, 2) are still right
             merkle.verify_inclusion(tree.leaf(index), index, n, got[1], tree.root())
             assert got[1] == merkle.inclusion_proof(index, n, tree)
     for index in (6, 7):  # (1, 2) = leaves 4-5 is a sibling on their paths
-        assert store.cached_inclusion(engine, index, n) is None
+        assert proofs.cached_inclusion(engine, index, n) is None
     # ... and the batched path drops the bad hash and answers from storage.
     (size, proof), = inclusion_proofs(ledger, [(6, n)])
     assert size == n and proof == merkle.inclusion_proof(6, n, tree)
@@ -419,8 +419,8 @@ def test_proofs_for_an_older_checkpoint_size_use_its_signed_root(ledger) -> None
     _append(ledger, 9, "new")
     tree = _reference(ledger)
     with engine.connect() as conn:
-        store.drop_read_cache(conn)
-        cache = store._cache(conn)
+        readcache.drop_read_cache(conn)
+        cache = readcache.read_cache(conn)
     ((size, proof),) = inclusion_proofs(ledger, [(2, old.size)])
     assert size == old.size and cache.roots.get(old.size) == old.root == tree.root(old.size)
     merkle.verify_inclusion(tree.leaf(2), 2, old.size, proof, old.root)
@@ -429,5 +429,5 @@ def test_proofs_for_an_older_checkpoint_size_use_its_signed_root(ledger) -> None
     unsigned_size = next(s for s in range(2, tree.size) if s not in cps)
     inclusion_proofs(ledger, [(1, unsigned_size)])
     assert unsigned_size in cache.unsigned and unsigned_size not in cache.roots
-    assert store.cached_inclusion(engine, 1, unsigned_size) == (
+    assert proofs.cached_inclusion(engine, 1, unsigned_size) == (
         unsigned_size, merkle.inclusion_proof(1, unsigned_size, tree))

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exchange.ledger import merkle, store
+from exchange.ledger import merkle, proofs, store
 from exchange.ledger.leaf import Event
 from exchange.ledger.service import commit_wait, log_event
 
@@ -44,8 +44,8 @@ def test_stored_proofs_match_and_verify(filled, data) -> None:  # type: ignore[n
     index = data.draw(st.integers(0, n - 1))
     bit = data.draw(st.integers(0, 255))
     with node.engine.connect() as conn:
-        inc = store.inclusion(conn, index, n)
-        con = store.consistency(conn, m, n)
+        inc = proofs.inclusion(conn, index, n)
+        con = proofs.consistency(conn, m, n)
     assert inc == merkle.inclusion_proof(index, n, tree)
     assert con == merkle.consistency_proof(m, n, tree)
     root_n, root_m, leaf = tree.root(n), tree.root(m), tree.leaf(index)

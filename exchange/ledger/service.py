@@ -93,10 +93,10 @@ _read_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictio
 
 def latest_checkpoint_note(node: Node) -> str:
     from exchange.errors import NotFound
-    from exchange.ledger import store
+    from exchange.ledger import readcache
 
     with _reads(node).connect() as conn:
-        cp = store.recent_checkpoint(conn)
+        cp = readcache.recent_checkpoint(conn)
     if cp is None:
         raise NotFound("the ledger has no signed checkpoint yet", code="no-checkpoint")
     return cp.note
@@ -111,13 +111,13 @@ def verifier_key(node: Node) -> str:
 
 def inclusion_proof(node: Node, index: int, size: int | None) -> tuple[int, list[bytes]]:
     """(the size proved for, the audit path): ``size`` defaults to a recent checkpoint's."""
-    from exchange.ledger import store
+    from exchange.ledger import proofs, readcache
 
     with _reads(node).connect() as conn:
         if size is None:
-            cp = store.checkpoint_covering(conn, index)
+            cp = readcache.checkpoint_covering(conn, index)
             size = cp.size
-        return size, store.inclusion(conn, index, size)
+        return size, proofs.inclusion(conn, index, size)
 
 
 def cached_inclusion_proof(
@@ -125,9 +125,9 @@ def cached_inclusion_proof(
 ) -> tuple[int, list[bytes]] | None:
     """:func:`inclusion_proof` from the read path's cache alone (no database, no waiting), or
     None when it needs a read: then ask :func:`inclusion_proofs`."""
-    from exchange.ledger import store
+    from exchange.ledger import proofs
 
-    return store.cached_inclusion(_reads(node), index, size)
+    return proofs.cached_inclusion(_reads(node), index, size)
 
 
 def inclusion_proofs(
@@ -135,33 +135,33 @@ def inclusion_proofs(
 ) -> list[tuple[int, list[bytes]] | ExchangeError]:
     """:func:`inclusion_proof` for many asks through one connection and at most one read of
     stored hashes: ``(size, path)`` or the error, per ask."""
-    from exchange.ledger import store
+    from exchange.ledger import proofs
 
     with _reads(node).connect() as conn:
-        return store.inclusion_many(conn, asks)
+        return proofs.inclusion_many(conn, asks)
 
 
 def consistency_proof(node: Node, first: int, second: int) -> list[bytes]:
-    from exchange.ledger import store
+    from exchange.ledger import proofs
 
     with _reads(node).connect() as conn:
-        return store.consistency(conn, first, second)
+        return proofs.consistency(conn, first, second)
 
 
 def receipt(node: Node, index: int) -> str:
-    from exchange.ledger import store
+    from exchange.ledger import proofs
 
     with _reads(node).connect() as conn:
-        return store.receipt(conn, index)
+        return proofs.receipt(conn, index)
 
 
 def receipts(node: Node, indices: Sequence[int]) -> list[str | ExchangeError]:
     """:func:`receipt` for many indices through one connection and at most one read of
     stored hashes: the receipt or the error, per index."""
-    from exchange.ledger import store
+    from exchange.ledger import proofs
 
     with _reads(node).connect() as conn:
-        return store.receipts(conn, indices)
+        return proofs.receipts(conn, indices)
 
 
 def entries(node: Node, start: int, end: int) -> list[tuple[int, bytes]]:

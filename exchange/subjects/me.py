@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from exchange.crypto.encoding import b64_encode
-from exchange.ledger import store
+from exchange.ledger import proofs, store
 from exchange.ledger.service import subject_pseudonym
 from exchange.node import Node
 from exchange.persistence.models import Certificate, Client, LedgerEntry, PeerReceipt
@@ -69,7 +69,7 @@ def access_log(session: Session, node: Node, subject: Subject,
     out = []
     for idx, raw in rows:
         f: dict[str, Any] = orjson.loads(raw)
-        rec = store.receipt(conn, idx, cp) if cp is not None and cp.size > idx else None
+        rec = proofs.receipt(conn, idx, cp) if cp is not None and cp.size > idx else None
         out.append(AccessLogEntry(
             index=idx, time_ms=f["time_ms"], kind=f["kind"], actor=f["actor"],
             actor_name=names.get(f["actor"]), item=f["item"], certificate=f["certificate"],

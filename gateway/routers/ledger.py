@@ -2,8 +2,8 @@
 
 The public read routes (checkpoint, vkey, inclusion proof, receipt) are ``async def``: the
 checkpoint, vkey and receipt run their short read inline (one pooled connection, at most two
-statements, usually none for the checkpoint: see :mod:`exchange.ledger.store`), cheaper than
-the threadpool hop a ``def`` route costs; inclusion proofs are batched across concurrent
+statements, usually none for the checkpoint: see :mod:`exchange.ledger.readcache`), cheaper
+than the threadpool hop a ``def`` route costs; inclusion proofs are batched across concurrent
 requests (:class:`gateway.batching.Batcher`), or answered on the loop when the read cache
 holds every hash they need. They take the node from ``request.app.state``
 and answer with bytes built by orjson; ``response_model`` still documents the JSON shape.
