@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from exchange.ledger import audit, merkle
-from exchange.ledger.audit import AuditFailed, AuditReport, audit_export
+from exchange.ledger import merkle
+from exchange.ledger.audit import AuditFailed, AuditReport, audit_export, files, scan
 from exchange.ledger.checkpoint import Checkpoint, sign_checkpoint
 from exchange.ledger.export import checkpoint_line, entry_line, header_line
 from tests.test_ledger_audit import ORIGIN, SIGNER, _chain, _lines
@@ -71,8 +71,8 @@ def _from_file(path: Path, workers: int, olders: list[str]) -> Outcome:
 @pytest.fixture(params=LAYOUTS, ids=lambda lay: f"chunk{lay[0]}-block{lay[1]}")
 def layout(request, monkeypatch) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     chunk, block = request.param
-    monkeypatch.setattr(audit, "CHUNK_BYTES", chunk)
-    monkeypatch.setattr(audit, "BLOCK_BYTES", block)
+    monkeypatch.setattr(files, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(scan, "BLOCK_BYTES", block)
     return chunk, block
 
 
@@ -223,15 +223,15 @@ def test_any_single_change_is_found_where_the_line_audit_finds_it(tmp_path, data
         lines[k + 1] = f'{{"index": {k}, "leaf": 7}}\n'
     path = tmp_path / "h.jsonl"
     path.write_text("".join(lines), encoding="utf-8")
-    saved = audit.CHUNK_BYTES, audit.BLOCK_BYTES
-    audit.CHUNK_BYTES, audit.BLOCK_BYTES = chunk, block
+    saved = files.CHUNK_BYTES, scan.BLOCK_BYTES
+    files.CHUNK_BYTES, scan.BLOCK_BYTES = chunk, block
     try:
         expected = _reference(path, [])
         assert expected[0] == "FAIL"
         assert _from_file(path, 1, []) == expected
         assert _from_file(path, 2, []) == expected
     finally:
-        audit.CHUNK_BYTES, audit.BLOCK_BYTES = saved
+        files.CHUNK_BYTES, scan.BLOCK_BYTES = saved
 
 
 def test_not_utf8_fails_as_the_text_reader_does(tmp_path, layout) -> None:  # type: ignore[no-untyped-def]
@@ -249,17 +249,17 @@ def test_not_utf8_fails_as_the_text_reader_does(tmp_path, layout) -> None:  # ty
 
 
 def test_the_pool_is_used_above_the_threshold_and_reports_progress(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(audit, "CHUNK_BYTES", 3000)
-    monkeypatch.setattr(audit, "PARALLEL_MIN_ENTRIES", N)
+    monkeypatch.setattr(files, "CHUNK_BYTES", 3000)
+    monkeypatch.setattr(files, "PARALLEL_MIN_ENTRIES", N)
     pools: list[str | None] = []
-    real = audit.multiprocessing.get_context
+    real = files.multiprocessing.get_context
 
     def get_context(method: str | None = None) -> Any:
         pools.append(method)
         return real(method)
 
-    monkeypatch.setattr(audit.multiprocessing, "get_context", get_context)
-    monkeypatch.setattr(audit, "_usable_cores", lambda: 2)
+    monkeypatch.setattr(files.multiprocessing, "get_context", get_context)
+    monkeypatch.setattr(files, "_usable_cores", lambda: 2)
     path = tmp_path / "e.jsonl"
     path.write_text("".join(_lines(_chain(N))), encoding="utf-8")
     calls: list[tuple[int, int]] = []
@@ -271,7 +271,7 @@ def test_the_pool_is_used_above_the_threshold_and_reports_progress(tmp_path, mon
     assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) > 3
     # Below the threshold: no pool, the same report.
     pools.clear()
-    monkeypatch.setattr(audit, "PARALLEL_MIN_ENTRIES", N + 1)
+    monkeypatch.setattr(files, "PARALLEL_MIN_ENTRIES", N + 1)
     with path.open(encoding="utf-8") as f:
         assert audit_export(f, verifier=SIGNER.verifier) == report
     assert not pools
@@ -284,13 +284,13 @@ def test_readers_the_file_scan_does_not_take(tmp_path) -> None:  # type: ignore[
     path.write_text("".join(lines), encoding="utf-8")
     with path.open(encoding="utf-8") as f:
         f.readline()
-        assert audit._regular_file(f) is None
+        assert files.regular_file(f) is None
     with path.open(encoding="latin-1") as f:
-        assert audit._regular_file(f) is None
+        assert files.regular_file(f) is None
     with path.open(encoding="utf-8", errors="replace") as f:
-        assert audit._regular_file(f) is None
+        assert files.regular_file(f) is None
     with path.open(encoding="utf-8") as f:
-        assert audit._regular_file(f) == f.fileno()
+        assert files.regular_file(f) == f.fileno()
         assert audit_export(f, verifier=SIGNER.verifier).checkpoint.size == 5
 
 
@@ -365,9 +365,9 @@ B64_CASES: dict[str, Callable[[list[str]], list[str]]] = {
 def test_block_base64_names_the_line_and_problem_the_line_audit_does(  # type: ignore[no-untyped-def]
     tmp_path, layout, monkeypatch, case, decoder
 ) -> None:
-    assert audit._decoder() is not None, "pydantic-core's decoder is not in use"
+    assert scan.decoder() is not None, "pydantic-core's decoder is not in use"
     if decoder == "per line":
-        monkeypatch.setattr(audit, "_MANY", [None])
+        monkeypatch.setattr(scan, "_MANY", [None])
     lines = _lines(_chain(N))
     assert {len(_b64_of(lines, k)) % 3 for k in range(N)} != {0}  # padded and unpadded mix
     changed = B64_CASES[case](lines)
@@ -406,4 +406,4 @@ def test_block_decoder_decodes_exactly_what_strict_a2b_decodes(b64s: list[bytes]
         expected: list[bytes] | None = [binascii.a2b_base64(x, strict_mode=True) for x in b64s]
     except ValueError:
         expected = None
-    assert audit._Scanner().decode(list(b64s)) == expected
+    assert scan.Scanner().decode(list(b64s)) == expected
