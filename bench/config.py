@@ -29,3 +29,19 @@ QUICK = Mode(name="quick", warmup=1.0, duration=4.0, connections=64, gen_procs=1
 FULL = Mode(name="full", warmup=3.0, duration=20.0, connections=64, gen_procs=1, workers=1,
             subjects=256, ledger_entries=1_000_000, inclusion_samples=10_000, append_threads=48,
             append_seconds=15.0, calibrate_seconds=5.0, sqlite_extra=True)
+
+# Targets (DESIGN: ratios against the bare FastAPI endpoint measured in the same run).
+TARGETS = {
+    "pull-pg": 0.30,
+    "pull-sqlite": 0.35,
+    "issue": 0.25,
+    "verify": 0.35,
+    "inclusion-http": 0.5,
+    "appends": 0.6,
+    "audit": 1.5,  # at most, × bare hashlib
+    "inclusion-p99-ms": 2.0,
+    "pull-p99-ms": 100.0,
+    "rss-mb": 200.0,
+    "generator-headroom": 2.0,
+}
+APPEND_CALLERS = 256  # concurrent callers of the direct ledger-append figure

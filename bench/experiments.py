@@ -1,10 +1,11 @@
 """Candidate hot-path fixes, measured without editing the product.
 
-``receipt-once``, ``status-hint`` and ``key-cache`` below have landed in the product and are
-now accepted as no-ops; their descriptions stay as the record of what was measured.
+``receipt-once``, ``status-hint``, ``key-cache`` and ``subject-batch`` below have landed in
+the product and are now accepted as no-ops; their descriptions stay as the record of what
+was measured.
 
 Each patch is applied at runtime, only inside processes the bench starts: the server (this
-module's app factory wraps ``gateway.app.create_app``) or the ledger-appends task. So the
+module's app factory wraps ``gateway.app.create_app``). So the
 bench can say what a change to ``exchange/`` would buy before anyone makes it; PROFILE.md
 describes the real change each one stands for. Selected by ``CERTEX_BENCH_PATCHES``
 (comma-separated):
@@ -34,11 +35,12 @@ describes the real change each one stands for. Selected by ``CERTEX_BENCH_PATCHE
 from __future__ import annotations
 
 import os
-from typing import Any, cast
+from typing import Any
 
-PATCHES = ("subject-batch", "threads-N")
-# Measured here first, now in the product (commit "Speed: ..."): accepted as no-ops.
-LANDED = ("receipt-once", "status-hint", "key-cache")
+PATCHES = ("threads-N",)
+# Measured here first, now in the product: accepted as no-ops. (``subject-batch``: the
+# writer's back-pointer lookup, exchange/ledger/backpointers.py, is that grouped query.)
+LANDED = ("receipt-once", "status-hint", "key-cache", "subject-batch")
 
 
 def apply(names: str | None = None) -> list[str]:
@@ -50,9 +52,7 @@ def apply(names: str | None = None) -> list[str]:
             continue  # applied by create_app, inside the server's event loop
         if name in LANDED:
             continue
-        if name not in PATCHES:
-            raise SystemExit(f"unknown patch {name!r}; known: {', '.join(PATCHES)}")
-        {"subject-batch": _subject_batch}[name]()
+        raise SystemExit(f"unknown patch {name!r}; known: {', '.join(PATCHES)}")
     return wanted
 
 
@@ -78,77 +78,3 @@ def create_app() -> Any:
 
         app.router.lifespan_context = lifespan
     return app
-
-
-class _Rows:
-    def __init__(self, rows: list[Any]) -> None:
-        self._rows = rows
-
-    def all(self) -> list[Any]:
-        return self._rows
-
-
-class _Scalar:
-    def __init__(self, value: Any) -> None:
-        self._value = value
-
-    def scalar_one_or_none(self) -> Any:
-        return self._value
-
-
-class _SubjectPrefetch:
-    """A Connection proxy for one writer batch: when the writer reads the outbox, the last
-    index of every subject in it is fetched with one grouped query; the per-subject
-    ``SELECT max(idx)`` that follows is answered from that. Everything else passes through."""
-
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-        self._last: dict[str, Any] | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-    def execute(self, stmt: Any, *args: Any, **kw: Any) -> Any:
-        from sqlalchemy import Select, func, select, text
-
-        from exchange.persistence.models import LedgerEntry
-
-        froms = stmt.get_final_froms() if isinstance(stmt, Select) else ()
-        table = getattr(froms[0], "name", "") if len(froms) == 1 else ""
-        if table == "ledger_outbox":
-            rows = self._conn.execute(stmt, *args, **kw).all()
-            subjects = sorted({e.get("subject") for _, _, e in rows if e.get("subject")})
-            self._last = dict.fromkeys(subjects)
-            if subjects and self._conn.dialect.name == "postgresql":
-                # One round trip; each subject is one backward index-only probe.
-                self._last.update(self._conn.execute(text(
-                    "SELECT s, (SELECT max(idx) FROM ledger_entries WHERE subject = s) "
-                    "FROM unnest(CAST(:subjects AS text[])) AS s"), {"subjects": subjects}
-                ).all())
-            elif subjects:
-                self._last.update(self._conn.execute(
-                    select(LedgerEntry.subject, func.max(LedgerEntry.idx))
-                    .where(LedgerEntry.subject.in_(subjects)).group_by(LedgerEntry.subject)
-                ).all())
-            return _Rows(rows)
-        if (self._last is not None and table == "ledger_entries"
-                and len(stmt.selected_columns) == 1
-                and getattr(stmt.selected_columns[0], "name", "") == "max"):
-            subject = getattr(getattr(stmt.whereclause, "right", None), "value", None)
-            if subject in self._last:
-                return _Scalar(self._last[subject])
-        return self._conn.execute(stmt, *args, **kw)
-
-
-def _subject_batch() -> None:
-    from exchange.ledger.append import BatchAppender
-    from exchange.ledger.leaf import Event
-
-    original = BatchAppender._append_locked
-
-    def _append_locked(
-        self: BatchAppender, conn: Any, direct: list[tuple[str, Event]]
-    ) -> dict[str, int]:
-        return original(self, cast(Any, _SubjectPrefetch(conn)), direct)
-
-    BatchAppender._append_locked = _append_locked  # type: ignore[method-assign]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -240,3 +242,18 @@ def machine_info() -> dict[str, object]:
         "kernel": os.uname().release,
         "loadavg_at_start": [round(x, 2) for x in load],
     }
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def json_run(cmd: list[str], *, env: dict[str, str] | None, timeout: float, logfile: Path
+              ) -> dict[str, Any]:
+    """Run a bench task that prints its result as a JSON line; that result."""
+    out = run(cmd, env=env, timeout=timeout, log=logfile)
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{cmd[2:4]} printed no result\n{out[-2000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result

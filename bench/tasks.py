@@ -293,7 +293,7 @@ def statements(world_path: Path) -> dict[str, Any]:
     from fastapi.testclient import TestClient
     from sqlalchemy import event
 
-    from bench.run import build_requests
+    from bench.requests import build_requests
     from exchange.node import Node
     from exchange.settings import Settings
     from gateway.app import create_app
