@@ -30,14 +30,19 @@ describes the real change each one stands for. Selected by ``CERTEX_BENCH_PATCHE
                    batch with one grouped query instead of one ``SELECT max(idx)`` per subject.
 ``threads-N``      the app runs its sync routes on N threadpool threads instead of AnyIO's
                    default 40 (set in the lifespan), so fewer threads fight over one GIL.
+``switch-N``       the process's GIL switch interval is N µs instead of 5,000
+                   (``sys.setswitchinterval``): a thread whose I/O has completed (the ledger
+                   writer after each round trip) waits at most that long for a thread that
+                   holds the GIL (the event loop running requests) to let it go.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
-PATCHES = ("threads-N",)
+PATCHES = ("threads-N", "switch-N")
 # Measured here first, now in the product: accepted as no-ops. (``subject-batch``: the
 # writer's back-pointer lookup, exchange/ledger/backpointers.py, is that grouped query.)
 LANDED = ("receipt-once", "status-hint", "key-cache", "subject-batch")
@@ -50,6 +55,9 @@ def apply(names: str | None = None) -> list[str]:
     for name in wanted:
         if name.startswith("threads-") and name[8:].isdigit():
             continue  # applied by create_app, inside the server's event loop
+        if name.startswith("switch-") and name[7:].isdigit():
+            sys.setswitchinterval(int(name[7:]) / 1e6)
+            continue
         if name in LANDED:
             continue
         raise SystemExit(f"unknown patch {name!r}; known: {', '.join(PATCHES)}")
