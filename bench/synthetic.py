@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 
 from exchange.ledger import merkle
+from exchange.ledger.append import Frontier
 from exchange.ledger.checkpoint import Checkpoint, sign_checkpoint
 from exchange.ledger.leaf import Event, SubjectPseudonym, encode_leaf
 from exchange.ledger.writer import ledger_signer, origin_of
@@ -58,7 +59,7 @@ def bulk_load(node: Node, n: int) -> dict[str, float]:
     url = node.settings.effective_database_url.replace("postgresql+psycopg://", "postgresql://")
     t0 = time.perf_counter()
     now_ms = int(node.clock.now() * 1000)
-    stack: list[tuple[int, int, bytes]] = []  # the frontier: (level, index, hash)
+    frontier = Frontier([])
     last_hash = b"\0" * 32
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         size = cur.execute("SELECT size FROM ledger_head WHERE id = 1").fetchone()
@@ -70,22 +71,14 @@ def bulk_load(node: Node, n: int) -> dict[str, float]:
             copy.set_types(["int8", "bytea", "bytea", "text", "text", "text", "text", "int8"])
             for i, leaf, h, subject in leaves(n, node_code=node.settings.node, time_ms=now_ms):
                 copy.write_row((i, leaf, h, f"synthetic-{i}", "pull", ACTOR, subject, now_ms))
-                stack.append((0, i, h))
-                while len(stack) > 1 and stack[-1][0] == stack[-2][0]:
-                    lvl, _, right = stack.pop()
-                    _, left_idx, left = stack.pop()
-                    parent = (lvl + 1, left_idx >> 1, merkle.node_hash(left, right))
-                    stack.append(parent)
-                    nodes.append(parent)
+                frontier.append(i, h, nodes)
                 last_hash = h
         t_entries = time.perf_counter()
         with cur.copy("COPY ledger_nodes (level, idx, hash) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(["int2", "int8", "bytea"])
             for row in nodes:
                 copy.write_row(row)
-        root = stack[-1][2] if stack else merkle.EMPTY_ROOT
-        for _, _, h in reversed(stack[:-1]):
-            root = merkle.node_hash(h, root)
+        root = frontier.root()
         note = sign_checkpoint(Checkpoint(origin_of(node), n, root), ledger_signer(node))
         cur.execute("UPDATE ledger_head SET size = %s, last_hash = %s WHERE id = 1",
                     (n, last_hash))

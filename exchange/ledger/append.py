@@ -69,7 +69,7 @@ _COPY_NODES = (
 
 
 @dataclass
-class _Frontier:
+class Frontier:
     """The perfect subtrees of the binary decomposition of the tree, largest first."""
 
     nodes: list[tuple[int, int, bytes]]  # (level, index at that level, hash)
@@ -246,7 +246,7 @@ class BatchAppender:
         if (0, size) in stored:
             raise LedgerIntegrityError(f"entry {size} is stored past the ledger head")
         try:
-            frontier = _Frontier([(lvl, i, stored[(lvl, i)]) for lvl, i in coords])
+            frontier = Frontier([(lvl, i, stored[(lvl, i)]) for lvl, i in coords])
         except KeyError as e:
             raise LedgerIntegrityError(f"stored subtree {e} is missing") from e
         at_head = last_cp is not None and last_cp.size == size
@@ -330,7 +330,7 @@ class _Batch:
 
     size: int
     last_hash: bytes
-    frontier: _Frontier
+    frontier: Frontier
     node: str
     time_ms: int
     last_for_subject: dict[str, int | None]
