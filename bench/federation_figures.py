@@ -16,6 +16,7 @@ from bench.servers import NodeHome, Server
 if TYPE_CHECKING:
     from bench.run import Bench
 
+
 def federation_figures(b: Bench, kind: str, urls: dict[str, str],
                 db_pids: Callable[[], list[int]] | None = None) -> None:
     """A bank at node 50 pulls a Guangdong (44) enterprise's licence under a consent held

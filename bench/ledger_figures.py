@@ -14,6 +14,7 @@ from bench.servers import NodeHome, PgDatabase
 if TYPE_CHECKING:
     from bench.run import Bench
 
+
 def ledger_figures(b: Bench, home: NodeHome, db: PgDatabase, world: dict[str, Any]) -> None:
     m = b.mode
     env = home.env()
@@ -105,6 +106,7 @@ def ledger_figures(b: Bench, home: NodeHome, db: PgDatabase, world: dict[str, An
                         f"{box['mean_batch']:.1f}, wait p50 {box['p50_ms']:.0f} ms p99 "
                         f"{box['p99_ms']:.0f} ms, process {box['cpu_cores']:.2f} cores"
                         + (f"; ERRORS {box['errors']}" if box["errors"] else ""))
+
 
 def _audit_cli(b: Bench, home: NodeHome, vkey: str) -> dict[str, Any] | None:
     """``certex ledger export`` then ``certex audit verify``, each timed as a process."""

@@ -18,6 +18,7 @@ from bench.servers import NodeHome, PgDatabase, Server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+
 def profile(mode: Mode, workdir: Path, seconds: float,
             phases: tuple[str, ...] = ("pull", "issue", "verify")) -> None:
     """py-spy the PostgreSQL node's worker under pull, issue and verify load (folded stacks

@@ -14,6 +14,7 @@ from bench.loadgen import Request
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
+
 def mint_token(base_url: str, client: dict[str, Any], post: Callable[..., Any] = httpx.post
                ) -> str:
     """A node access token the way a client gets one: RFC 7523 assertion → /oauth2/token."""

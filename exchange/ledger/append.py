@@ -67,7 +67,6 @@ _COPY_NODES = (
 )
 
 
-
 @dataclass
 class Frontier:
     """The perfect subtrees of the binary decomposition of the tree, largest first."""

@@ -37,6 +37,7 @@ CHECKPOINT_MAX_AGE: Final = 0.05
 """Seconds a cached latest checkpoint may be served (it is a real signed one, just older)."""
 _KNOWN_ROOTS_MAX: Final = 1024
 
+
 class ReadCache:
     """What one process remembers of one database (see the module docstring)."""
 
@@ -165,6 +166,11 @@ def read_cache(conn: Connection) -> ReadCache:
         return cache
 
 
+def cached(engine: Engine) -> ReadCache | None:
+    """The cache for ``engine``'s database if this process made one (never makes one)."""
+    return _caches.get(engine.pool)
+
+
 def drop_read_cache(conn: Connection) -> None:
     """Forget everything the read path cached for this database (tests, operators)."""
     with _caches_lock:
@@ -198,10 +204,6 @@ def checkpoint_covering(conn: Connection, index: int) -> StoredCheckpoint:
     if cp is None or cp.size <= index:
         raise NotFound(f"no signed checkpoint covers index {index} yet", code="not-yet-covered")
     return cp
-
-def cached(engine: Engine) -> ReadCache | None:
-    """The cache for ``engine``'s database if this process made one (never makes one)."""
-    return _caches.get(engine.pool)
 
 
 _ROOTS_OF = select(LedgerCheckpoint.size, LedgerCheckpoint.root).where(

@@ -52,7 +52,6 @@ RECHECK_AFTER = 0.25  # seconds a caller waits on the writer before looking in t
 _STOP = "__stop__"
 
 
-
 def origin_of(node: Node) -> str:
     """The ledger's checkpoint origin (and note key name): ``{node host}/ledger``."""
     return f"{node.host}/ledger"

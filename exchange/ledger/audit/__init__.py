@@ -54,8 +54,6 @@ def _open_older(notes: str | Sequence[str] | None, verifier: Verifier) -> list[C
     return sorted(olders, key=lambda c: c.size)
 
 
-
-
 def audit_export(
     lines: Iterable[str],
     *,

@@ -89,7 +89,6 @@ def regular_file(lines: Iterable[str]) -> int | None:
         return None
 
 
-
 def _usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
