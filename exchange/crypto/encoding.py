@@ -43,7 +43,7 @@ def b64url_decode(s: str) -> bytes:
 
 def b64_encode(data: bytes) -> str:
     """Encode ``data`` as standard base64 with padding (RFC 4648 §4)."""
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def b64_decode(s: str) -> bytes:

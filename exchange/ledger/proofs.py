@@ -79,7 +79,12 @@ def inclusion_plan(index: int, size: int) -> list[list[Coord]]:
     while n > 1:
         k = 1 << ((n - 1).bit_length() - 1)
         if index < start + k:
-            plan.append(_decomposition(start + k, n - k))
+            m = n - k  # the right part; one perfect subtree unless on the ragged edge
+            if m & (m - 1):
+                plan.append(_decomposition(start + k, m))
+            else:
+                level = m.bit_length() - 1
+                plan.append([(level, (start + k) >> level)])
             n = k
         else:
             plan.append([(k.bit_length() - 1, start // k)])
@@ -107,7 +112,10 @@ def _proved(
 ) -> list[bytes]:
     """The proof from ``hashes``, verified against ``root`` (default: the root of ``size``
     from the same hashes), or :class:`VerificationFailed`."""
-    proof = [_fold(coords, hashes) for coords in plan]
+    try:
+        proof = [hashes[c[0]] if len(c) == 1 else _fold(c, hashes) for c in plan]
+    except KeyError as e:
+        raise missing_subtree(*e.args[0]) from None
     if root is None:
         root = _fold(_decomposition(0, size), hashes)
     leaf = hashes.get((0, index))
