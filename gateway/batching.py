@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 K = TypeVar("K")
 V = TypeVar("V")
 
+
 class Batcher(Generic[K, V]):
     """``await batcher.ask(key)``: the value ``fetch`` read for ``key`` in its batch."""
 
