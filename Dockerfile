@@ -2,7 +2,9 @@
 # keys/ and var/ (SQLite) or point CERTEX_DATABASE_URL at PostgreSQL.
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml README.md alembic.ini ./
+# setup.py: the audit's optional C scanner; without a compiler in the image the audit
+# runs its Python scanner (same results, slower).
+COPY pyproject.toml setup.py README.md alembic.ini ./
 COPY exchange ./exchange
 COPY gateway ./gateway
 COPY migrations ./migrations

@@ -10,7 +10,8 @@ export CERTEX_TEST_PG_URL
 
 .PHONY: install run test test-sqlite test-postgres check lint typecheck clean bench bench-full federation
 
-$(STAMP): pyproject.toml
+# setup.py builds the audit's optional C scanner: a change to it reinstalls too.
+$(STAMP): pyproject.toml setup.py exchange/ledger/audit/_native.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -54,4 +55,5 @@ bench-full: install
 	$(BIN)/python -m bench --full
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis build \
+	  exchange/ledger/audit/_native*.so

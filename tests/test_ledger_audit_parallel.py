@@ -5,6 +5,7 @@ sequential, line-by-line audit at the first thing that does not fit. Whatever th
 blocks and processes, the report, or the problem with its first bad index and detail,
 must be exactly what the line-by-line audit of the same lines says. Here the ranges and
 blocks are made tiny so that a 40-entry export crosses many range and block borders.
+Every such test runs twice: with the C scanner (``_native``) and with the Python one.
 """
 
 from __future__ import annotations
@@ -68,8 +69,23 @@ def _from_file(path: Path, workers: int, olders: list[str]) -> Outcome:
     return _outcome(run)
 
 
+NATIVE = scan.native
+
+
+@pytest.fixture(params=["native", "python"])
+def scanner(request, monkeypatch) -> str:  # type: ignore[no-untyped-def]
+    """The block scanner: the C accelerator where it is built, or the Python reference."""
+    if request.param == "native":
+        if NATIVE is None:
+            pytest.skip("the C scanner is not built here (tests/test_ledger_audit_native.py)")
+        monkeypatch.setattr(scan, "native", NATIVE)
+    else:
+        monkeypatch.setattr(scan, "native", None)
+    return str(request.param)
+
+
 @pytest.fixture(params=LAYOUTS, ids=lambda lay: f"chunk{lay[0]}-block{lay[1]}")
-def layout(request, monkeypatch) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def layout(request, monkeypatch, scanner) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     chunk, block = request.param
     monkeypatch.setattr(files, "CHUNK_BYTES", chunk)
     monkeypatch.setattr(scan, "BLOCK_BYTES", block)
@@ -203,7 +219,7 @@ def test_kept_checkpoints_truncation_and_forks(tmp_path, layout) -> None:  # typ
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(data=st.data())
-def test_any_single_change_is_found_where_the_line_audit_finds_it(tmp_path, data) -> None:  # type: ignore[no-untyped-def]
+def test_any_single_change_is_found_where_the_line_audit_finds_it(tmp_path, scanner, data) -> None:  # type: ignore[no-untyped-def]
     chunk = data.draw(st.sampled_from([1, 900, 2000, 10**9]))
     block = data.draw(st.sampled_from([1, 700, 1900, 10**6]))
     signed = _chain(N)
@@ -248,7 +264,7 @@ def test_not_utf8_fails_as_the_text_reader_does(tmp_path, layout) -> None:  # ty
         audit_export(_lines_of(f), verifier=SIGNER.verifier)
 
 
-def test_the_pool_is_used_above_the_threshold_and_reports_progress(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_pool_is_used_above_the_threshold_and_reports_progress(tmp_path, monkeypatch, scanner) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(files, "CHUNK_BYTES", 3000)
     monkeypatch.setattr(files, "PARALLEL_MIN_ENTRIES", N)
     pools: list[str | None] = []
@@ -406,4 +422,7 @@ def test_block_decoder_decodes_exactly_what_strict_a2b_decodes(b64s: list[bytes]
         expected: list[bytes] | None = [binascii.a2b_base64(x, strict_mode=True) for x in b64s]
     except ValueError:
         expected = None
-    assert scan.Scanner().decode(list(b64s)) == expected
+    sc = scan.Scanner()
+    sc.many = scan.decoder()  # (a Scanner over the C scanner does not make it)
+    assert sc.many is not None
+    assert sc.decode(list(b64s)) == expected

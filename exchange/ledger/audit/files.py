@@ -26,6 +26,7 @@ from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from hashlib import sha256
 
+from exchange.ledger.audit import scan
 from exchange.ledger.audit.scan import NULL, Pieces, Range, decoder, line_end, pread, scan_range
 from exchange.ledger.audit.stream import (
     AuditReport,
@@ -119,7 +120,8 @@ def audit_file(
         cuts.append(line_end(fd, min(cuts[-1] + step, size) - 1, size))
     jobs = [(fd, lo, hi, kept) for lo, hi in itertools.pairwise(cuts)]
     state = _Stitched()
-    decoder()  # made once, before the workers fork
+    if scan.native is None:
+        decoder()  # made once, before the workers fork
     if workers > 1 and len(jobs) > 1:
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
