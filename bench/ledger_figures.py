@@ -41,20 +41,23 @@ def ledger_figures(b: Bench, home: NodeHome, db: PgDatabase, world: dict[str, An
                   timeout=300, logfile=b.logs / "limit-hashlib-n.log")
     b.raw["hashlib-n"] = h
     scale = "" if n >= 1_000_000 else "; quick mode: fewer than 1,000,000 entries"
+    scanner = aud.get("scanner", "Python")
     if cli is not None:
         bare = cli["bare"]
         b.ratio_fig(f"certex audit verify at {cli['entries']:,} entries",
                        cli["verify_seconds"], "s", bare["seconds"],
                        at_most=TARGETS["audit"], limit_name="bare hashlib chain+root",
-                       note=f"CLI wall time incl. interpreter start; the library call "
-                            f"(audit_export) {aud['audit_seconds']:.2f} s at {n:,}; bare "
+                       note=f"CLI wall time incl. interpreter start; {scanner} scanner; "
+                            f"the library call (audit_export) {aud['audit_seconds']:.2f} s at "
+                            f"{n:,}; bare "
                             f"over the same bytes (this export's {bare['entries']:,} leaves, "
                             f"{bare['leaf_bytes']:.0f} B each; over ~305-byte synthetic "
                             f"leaves {h['seconds'] * cli['entries'] / n:.3f} s){scale}")
         b.ratio_fig(f"audit_export (library) at {n:,} entries", aud["audit_seconds"], "s",
                        bare["seconds"] * n / max(bare["entries"], 1),
                        limit_name="bare hashlib chain+root",
-                       note="the same audit without interpreter start and imports")
+                       note=f"the same audit without interpreter start and imports; "
+                            f"{scanner} scanner")
         b.fig(f"certex ledger export at {cli['entries']:,} entries",
                  cli["export_seconds"], "s",
                  note=f"CLI wall time; export_ledger library call {aud['export_seconds']:.2f}"

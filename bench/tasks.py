@@ -249,12 +249,17 @@ def _audit_file(path: Path, vkey: str) -> dict[str, Any]:
         from exchange.ledger.audit import audit_export
     except ImportError:
         return _audit_fallback(path)
+    try:
+        from exchange.ledger.audit.scan import native
+    except ImportError:  # before the scanner had a C accelerator
+        native = None
     t0 = time.perf_counter()
     with path.open() as f:
         report = audit_export(f, verifier=verifier)
     seconds = time.perf_counter() - t0
     return {"audit": "exchange.ledger.audit.audit_export", "audit_seconds": seconds,
-            "audited_size": report.checkpoint.size}
+            "audited_size": report.checkpoint.size,
+            "scanner": "C (_native)" if native is not None else "Python"}
 
 
 def _audit_fallback(path: Path) -> dict[str, Any]:
