@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 
 from exchange.cli.main import app
 from exchange.crypto.canonical import canonical_json
-from exchange.ledger import merkle
+from exchange.ledger import export, merkle, store
 from exchange.ledger.audit import AuditFailed, audit_export
 from exchange.ledger.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from exchange.ledger.export import checkpoint_line, entry_line, export_ledger, header_line
@@ -213,6 +213,31 @@ def test_export_holds_exactly_the_signed_entries(node, ledger) -> None:  # type:
         older_checkpoint=ledger.older,
     )
     assert report.checkpoint.size == 20
+
+
+def test_export_streams_in_batches_of_the_stored_rows(node, ledger, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Batches of 4 (PostgreSQL: psycopg's binary cursor; SQLite: SQLAlchemy), the bound
+    respected, a deleted row simply absent, the lines as the format says."""
+    leaves = _leaves(node)
+    with node.engine.connect() as conn:
+        batches = list(store.entry_batches(conn, 22, 4))
+        assert [len(b) for b in batches] == [4, 4, 4, 4, 4, 2]
+        assert [r for b in batches for r in b] == [(i, leaves[i]) for i in range(22)]
+        assert all(type(i) is int and type(x) is bytes for b in batches for i, x in b)
+        assert [e.index for e in store.iter_entries(conn, 5)] == list(range(23))
+    _sql(node, "DELETE FROM ledger_entries WHERE idx = 9")
+    monkeypatch.setattr(export, "EXPORT_BATCH", 4)
+    seen: list[tuple[int, int]] = []
+    out = io.StringIO()
+    summary = export_ledger(node, out, lambda done, total: seen.append((done, total)))
+    assert (summary.size, summary.entries) == (23, 22)
+    lines = out.getvalue().splitlines(keepends=True)
+    assert lines[1:-1] == [  # the format, spelled out with the stdlib's base64
+        f'{{"index":{i},"leaf":"{base64.b64encode(leaves[i]).decode()}"}}\n'
+        for i in range(23)
+        if i != 9
+    ]
+    assert seen == [(0, 23), *((n, 23) for n in (4, 8, 12, 16, 20, 22)), (22, 23)]
 
 
 # -- tampering through SQL: the first bad index and the problem ------------------------------

@@ -18,9 +18,8 @@ The ``read_*`` functions are the format's strict reader (used by :mod:`.audit`).
 
 from __future__ import annotations
 
-import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Final
 
@@ -34,8 +33,8 @@ if TYPE_CHECKING:
 FORMAT: Final = "certex-ledger-export/1"
 """The value of the header line's ``format`` member."""
 
-PROGRESS_EVERY: Final = 4096
-"""Entries written between two progress callbacks."""
+EXPORT_BATCH: Final = 4096
+"""Entries read, formatted and written at a time (and between two progress callbacks)."""
 
 Progress = Callable[[int, int], None]
 """``progress(done, total)``: called now and then while entries stream."""
@@ -67,7 +66,15 @@ def header_line(origin: str, node: str, size: int) -> str:
 
 def entry_line(index: int, leaf: bytes) -> str:
     """One entry line: the stored index and the base64 of the exact hashed leaf bytes."""
-    return f'{{"index":{index},"leaf":"{base64.b64encode(leaf).decode("ascii")}"}}\n'
+    return entry_lines([(index, leaf)])
+
+
+def entry_lines(rows: Iterable[tuple[int, bytes]]) -> str:
+    """The entry lines of (index, leaf) rows, one string (written at once, per batch)."""
+    b64 = binascii.b2a_base64
+    return "".join(
+        [f'{{"index":{i},"leaf":"{b64(x, newline=False).decode("ascii")}"}}\n' for i, x in rows]
+    )
 
 
 def checkpoint_line(note: str) -> str:
@@ -98,12 +105,10 @@ def export_ledger(node: Node, out: IO[str], progress: Progress | None = None) ->
         if progress is not None:
             progress(0, cp.size)
         if cp.size:
-            for entry in store.iter_entries(conn):
-                if entry.index >= cp.size:
-                    break
-                out.write(entry_line(entry.index, entry.leaf))
-                written += 1
-                if progress is not None and written % PROGRESS_EVERY == 0:
+            for rows in store.entry_batches(conn, cp.size, EXPORT_BATCH):
+                out.write(entry_lines(rows))
+                written += len(rows)
+                if progress is not None:
                     progress(written, cp.size)
         if progress is not None:
             progress(written, cp.size)

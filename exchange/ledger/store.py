@@ -11,7 +11,7 @@ integrity checks always see storage.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -166,17 +166,54 @@ def entries(conn: Connection, start: int, end: int) -> list[StoredEntry]:
 
 
 def iter_entries(conn: Connection, batch: int = 5000) -> Iterable[StoredEntry]:
-    """Every entry in index order, streamed in batches (for export)."""
-    start = 0
-    while True:
-        rows = conn.execute(
-            select(LedgerEntry.idx, LedgerEntry.leaf)
-            .where(LedgerEntry.idx >= start)
-            .order_by(LedgerEntry.idx)
-            .limit(batch)
-        ).all()
-        if not rows:
-            return
+    """Every entry in index order, streamed in batches."""
+    for rows in entry_batches(conn, None, batch):
         for i, leaf in rows:
-            yield StoredEntry(i, bytes(leaf))
-        start = rows[-1][0] + 1
+            yield StoredEntry(i, leaf)
+
+
+_BATCH_SQL = (
+    "SELECT idx, leaf FROM ledger_entries WHERE idx >= %s AND idx < %s ORDER BY idx LIMIT %s"
+)
+
+
+def entry_batches(
+    conn: Connection, below: int | None, batch: int = 5000
+) -> Iterator[list[tuple[int, bytes]]]:
+    """The stored entries with index below ``below`` (all: None), in index order, as lists
+    of (index, leaf bytes) of at most ``batch`` rows (for export: the ledger is never held
+    in memory). On PostgreSQL the rows come through the connection's psycopg cursor in
+    binary format: the leaves as bytes, not hex text, and no SQLAlchemy row per entry
+    (together about half of an export's time)."""
+    end = (1 << 63) - 1 if below is None else below
+    start = 0
+    if conn.dialect.name != "postgresql":
+        while start < end:
+            rows = conn.execute(
+                select(LedgerEntry.idx, LedgerEntry.leaf)
+                .where(LedgerEntry.idx >= start, LedgerEntry.idx < end)
+                .order_by(LedgerEntry.idx)
+                .limit(batch)
+            ).all()
+            if not rows:
+                return
+            yield [(int(i), bytes(leaf)) for i, leaf in rows]
+            start = rows[-1][0] + 1
+        return
+    raw = conn.connection.driver_connection  # the same transaction as ``conn``
+    assert raw is not None
+    try:
+        with raw.cursor(binary=True) as cur:
+            while start < end:
+                found: list[tuple[int, bytes]] = cur.execute(
+                    _BATCH_SQL, (start, end, batch)
+                ).fetchall()
+                if not found:
+                    return
+                yield found
+                start = found[-1][0] + 1
+    except Exception:
+        # SQLAlchemy never saw this error: if the server went away, do not pool the socket.
+        if raw.closed or raw.broken:
+            conn.invalidate()
+        raise
