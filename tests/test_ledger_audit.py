@@ -110,10 +110,15 @@ def _verify(lg: Ledger, export: Path, *checkpoints: str) -> tuple[int, str]:
     return result.exit_code, result.stdout
 
 
-def _certex(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """A real ``certex`` process."""
-    return subprocess.run(
-        [str(CERTEX), *args], capture_output=True, text=True, timeout=120, env=env, check=False
+def _certex(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A real ``certex`` process (``stdin``: bytes piped to it)."""
+    done = subprocess.run(
+        [str(CERTEX), *args], capture_output=True, timeout=120, env=env, check=False, input=stdin
+    )
+    return subprocess.CompletedProcess(
+        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
     )
 
 
@@ -183,6 +188,10 @@ def test_untouched_export_verifies_in_a_real_process(node, settings, ledger, tmp
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.startswith(f"OK node31.certex.test/ledger: {ledger.size} entries")
     assert "extends older checkpoints: 14" in ok.stdout
+    # Piped: `certex ledger export --out - | certex audit verify -`, the same verdict.
+    args[0] = "-"
+    piped = _certex("audit", "verify", *args, env=bare_env, stdin=export.read_bytes())
+    assert (piped.returncode, piped.stdout) == (0, ok.stdout), piped.stderr
 
 
 def test_untouched_export_verifies_with_every_kept_checkpoint(node, ledger) -> None:  # type: ignore[no-untyped-def]
@@ -253,6 +262,10 @@ def test_edited_entry_is_named_in_a_real_process(node, ledger) -> None:  # type:
         "FAIL index 9: edited — entry 10's prev does not match the hash of entry 9; "
         "entry 11 still chains onto 10"
     )
+    piped = _certex("audit", "verify", "-", "--vkey", ledger.vkey, stdin=export.read_bytes())
+    assert (piped.returncode, piped.stdout) == (1, done.stdout)
+    bad = _certex("audit", "verify", "-", "--vkey", ledger.vkey, stdin=b"\xff\n")
+    assert bad.returncode == 1 and "not UTF-8" in bad.stdout, bad.stdout + bad.stderr
 
 
 def _swap(node: Any, leaves: dict[int, bytes], a: int, b: int) -> None:

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
+import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,8 @@ def _outcome(run: Callable[[], AuditReport]) -> Outcome:
         r = run()
     except AuditFailed as e:
         return ("FAIL", e.problem, e.index, e.detail)
+    except UnicodeDecodeError:
+        return ("UnicodeDecodeError",)
     return ("OK", r.checkpoint.size, r.subjects, tuple(c.size for c in r.consistent_with))
 
 
@@ -59,14 +64,34 @@ def _reference(path: Path, olders: list[str]) -> Outcome:
     return _outcome(run)
 
 
-def _from_file(path: Path, workers: int, olders: list[str]) -> Outcome:
+def _from_file(path: Path, workers: int, olders: list[str], mode: str = "r") -> Outcome:
     def run() -> AuditReport:
-        with path.open(encoding="utf-8") as f:
+        with path.open(mode, encoding="utf-8" if mode == "r" else None) as f:
             return audit_export(
                 f, verifier=SIGNER.verifier, older_checkpoint=olders, workers=workers
             )
 
     return _outcome(run)
+
+
+def _from_pipe(path: Path, olders: list[str]) -> Outcome:
+    """The export's bytes through a real pipe (read once, as from standard input)."""
+    data = path.read_bytes()
+    r, w = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(w, "wb") as f, contextlib.suppress(BrokenPipeError):
+            f.write(data)  # (an audit that stops early closes its end first)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        with os.fdopen(r, "rb") as f:
+            return _outcome(
+                lambda: audit_export(f, verifier=SIGNER.verifier, older_checkpoint=olders)
+            )
+    finally:
+        feeder.join()
 
 
 NATIVE = scan.native
@@ -93,13 +118,16 @@ def layout(request, monkeypatch, scanner) -> tuple[int, int]:  # type: ignore[no
 
 
 def _same_everywhere(tmp: Path, lines: list[str], olders: list[str] | None = None) -> Outcome:
-    """Audit ``lines`` line by line, then from a file inline and with two processes."""
+    """Audit ``lines`` line by line, then from a file inline and with two processes (in
+    text and in binary mode), then through a pipe."""
     olders = olders or []
     path = tmp / "export.jsonl"
     path.write_text("".join(lines), encoding="utf-8", newline="")
     expected = _reference(path, olders)
     assert _from_file(path, 1, olders) == expected
     assert _from_file(path, 2, olders) == expected
+    assert _from_file(path, 2, olders, "rb") == expected
+    assert _from_pipe(path, olders) == expected
     return expected
 
 
@@ -246,6 +274,7 @@ def test_any_single_change_is_found_where_the_line_audit_finds_it(tmp_path, scan
         assert expected[0] == "FAIL"
         assert _from_file(path, 1, []) == expected
         assert _from_file(path, 2, []) == expected
+        assert _from_pipe(path, []) == expected
     finally:
         files.CHUNK_BYTES, scan.BLOCK_BYTES = saved
 
@@ -262,6 +291,7 @@ def test_not_utf8_fails_as_the_text_reader_does(tmp_path, layout) -> None:  # ty
 
     with path.open(encoding="utf-8") as f, pytest.raises(UnicodeDecodeError):
         audit_export(_lines_of(f), verifier=SIGNER.verifier)
+    assert _from_pipe(path, [])[0] == "UnicodeDecodeError"
 
 
 def test_the_pool_is_used_above_the_threshold_and_reports_progress(tmp_path, monkeypatch, scanner) -> None:  # type: ignore[no-untyped-def]

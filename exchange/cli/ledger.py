@@ -133,7 +133,6 @@ def audit_verify(
     problem (edited, missing, reordered, truncated, forked, bad-signature, malformed).
     CERTEX_AUDIT_NATIVE=0 scans with the Python code alone (same result, slower)."""
     import base64
-    import io
 
     from exchange.ledger.audit import AuditFailed, audit_export
 
@@ -141,12 +140,15 @@ def audit_verify(
     olders = [_read_note(p) for p in checkpoint or []]
     bar = _ProgressBar("verifying")
     try:
-        with (
-            io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8")
-            if str(file) == "-"
-            else file.open(encoding="utf-8")
-        ) as lines:
-            report = audit_export(lines, verifier=verifier, older_checkpoint=olders, progress=bar)
+        if str(file) == "-":  # read once, in blocks (exchange.ledger.audit.files)
+            report = audit_export(
+                sys.stdin.buffer, verifier=verifier, older_checkpoint=olders, progress=bar
+            )
+        else:
+            with file.open(encoding="utf-8") as lines:
+                report = audit_export(
+                    lines, verifier=verifier, older_checkpoint=olders, progress=bar
+                )
     except AuditFailed as e:
         bar.close()
         typer.echo(f"FAIL {e.describe()}")

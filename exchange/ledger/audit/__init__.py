@@ -22,20 +22,19 @@ a regular file by byte ranges, in processes, each scanned by :mod:`.scan`.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Sequence
+from typing import IO, cast
 
 from exchange.errors import VerificationFailed
-from exchange.ledger.audit.files import audit_file, regular_file
-from exchange.ledger.audit.stream import (
-    AuditFailed,
-    AuditReport,
-    Problem,
-    Progress,
-    State,
-    finish,
-    header_of,
-    stream_entries,
+from exchange.ledger.audit.files import (
+    audit_file,
+    audit_stream,
+    regular_binary,
+    regular_file,
+    sequential,
 )
+from exchange.ledger.audit.stream import AuditFailed, AuditReport, Problem, Progress
 from exchange.ledger.checkpoint import Checkpoint, open_checkpoint
 from exchange.ledger.note import Verifier
 
@@ -55,7 +54,7 @@ def _open_older(notes: str | Sequence[str] | None, verifier: Verifier) -> list[C
 
 
 def audit_export(
-    lines: Iterable[str],
+    lines: Iterable[str] | IO[bytes],
     *,
     verifier: Verifier,
     older_checkpoint: str | Sequence[str] | None = None,
@@ -67,25 +66,27 @@ def audit_export(
     ``older_checkpoint`` is one or more signed checkpoint notes the auditor kept from
     earlier. Memory is O(log n) for the tree plus one slot per distinct subject.
 
-    A regular file opened in text mode (UTF-8, strict errors, not read from yet) is read
-    as bytes instead (:func:`.files.audit_file`): in blocks, and for exports of at least
-    :data:`.files.PARALLEL_MIN_ENTRIES` entries by ``workers`` processes (default: one per
-    usable core; ``workers=1`` never starts a process, any other number always does).
+    A regular file opened in text mode (UTF-8, strict errors, not read from yet), or in
+    binary mode, is read as bytes instead (:func:`.files.audit_file`): in blocks, and for
+    exports of at least :data:`.files.PARALLEL_MIN_ENTRIES` entries by ``workers``
+    processes (default: one per usable core; ``workers=1`` never starts a process, any
+    other number always does). Any other binary stream (a pipe, standard input) is read
+    once, in blocks, in this process (:func:`.files.audit_stream`), as UTF-8.
     The result, and the first bad index and problem on failure, are the same either way.
     """
     # 1. The auditor's own kept checkpoints verify with the log key.
     olders = _open_older(older_checkpoint, verifier)
     report = progress or (lambda done, total: None)
-    fd = regular_file(lines)
+    if isinstance(lines, io.RawIOBase | io.BufferedIOBase):
+        binary = cast("IO[bytes]", lines)
+        fd = regular_binary(binary)
+        if fd is not None:
+            return audit_file(fd, verifier, olders, report, workers)
+        return audit_stream(binary, verifier, olders, report)
+    text = cast("Iterable[str]", lines)
+    fd = regular_file(text)
     if fd is not None:
         return audit_file(fd, verifier, olders, report, workers)
-    # 2. The header names the log this key speaks for.
-    it = iter(lines)
-    header = header_of(next(it, None), verifier)
-    total = header.size
-    # 3. Every entry: a canonical leaf at its position, chained, with a right back-pointer.
-    st = State(snap_sizes=sorted({c.size for c in olders if c.size > 0}))
-    report(0, total)
-    cp_line = stream_entries(it, st, total, report)
-    report(st.size, total)
-    return finish(cp_line, it, st, header, olders, verifier)
+    # 2. The header names the log this key speaks for; 3. every entry: a canonical leaf at
+    # its position, chained, with a right back-pointer; then the checkpoint and history.
+    return sequential(text, None, None, verifier, olders, report)

@@ -1,4 +1,4 @@
-"""Auditing an export in a regular file: bytes, byte ranges, processes.
+"""Auditing an export in a regular file (bytes, byte ranges, processes) or a byte stream.
 
 The body of the file (the lines after the header) is cut into byte ranges at line ends.
 Each range is scanned on its own (:func:`.scan.scan_range`, in a worker process or inline).
@@ -9,6 +9,11 @@ first range that does not stitch, or the first line a range did not accept (norm
 checkpoint line), the sequential audit (:mod:`.stream`) takes over from that byte with
 exactly the state it would have had there, so the problem reported and its index are the
 ones the sequential audit reports.
+
+A stream that can be read only once (a pipe, standard input) is read in blocks of whole
+lines; each block is scanned in this process as a range of its own and stitched on at once,
+so when one does not fit it is still in memory, and the sequential audit takes over from
+there, reading the rest of the block and of the stream as a UTF-8 text reader would.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import binascii
 import codecs
 import collections
+import gc
 import io
 import itertools
 import multiprocessing
@@ -25,6 +31,7 @@ import stat
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from hashlib import sha256
+from typing import IO
 
 from exchange.ledger.audit import scan
 from exchange.ledger.audit.scan import NULL, Pieces, Range, decoder, line_end, pread, scan_range
@@ -87,6 +94,17 @@ def regular_file(lines: Iterable[str]) -> int | None:
         fd = lines.fileno()
         return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
     except (OSError, ValueError, LookupError):  # io.UnsupportedOperation is an OSError
+        return None
+
+
+def regular_binary(stream: IO[bytes]) -> int | None:
+    """The descriptor behind a binary ``stream`` if it is a regular file not read from yet."""
+    try:
+        if stream.tell() != 0:
+            return None
+        fd = stream.fileno()
+        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (OSError, ValueError):  # a pipe cannot tell; io.UnsupportedOperation is OSError
         return None
 
 
@@ -214,6 +232,65 @@ def _fold_stack(stack: list[bytes]) -> bytes:
     return acc
 
 
+def audit_stream(
+    raw: IO[bytes], verifier: Verifier, olders: list[Checkpoint], report: Progress
+) -> AuditReport:
+    """:func:`audit_export` of a byte stream read once; see the comment above."""
+    head = raw.readline()
+    if b"\r" in head:  # not a line end a byte scan agrees on: read it all as text
+        return sequential(_text(head, raw), None, None, verifier, olders, report)
+    header = header_of(head.decode("utf-8") if head else None, verifier)
+    total = header.size
+    report(0, total)
+    kept = tuple(sorted({c.size for c in olders if c.size > 0}))
+    state, pending, rest = _Stitched(), b"", b""
+    collect = gc.isenabled()
+    gc.disable()  # as in scan_range: many short-lived objects, no cycles
+    try:
+        while chunk := raw.read(scan.BLOCK_BYTES):
+            buf = pending + chunk if pending else chunk
+            nl = buf.rfind(b"\n")
+            if nl < 0:
+                pending = buf
+                continue
+            block, pending = buf[: nl + 1], buf[nl + 1 :]
+            r = scan.scan_buffer(block, kept)
+            at = state.stitch([r], [(-1, 0, len(block), kept)], len(block), total, report)
+            if at < len(block):
+                rest = block[at:]
+                break
+    finally:
+        if collect:
+            gc.enable()
+    return sequential(_text(rest + pending, raw), header, state, verifier, olders, report)
+
+
+class _Chained(io.RawIOBase):
+    """``first``, then whatever ``rest`` still holds: the stream from where a scan stopped."""
+
+    def __init__(self, first: bytes, rest: IO[bytes]) -> None:
+        self._first = memoryview(first)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._first:
+            n = min(len(b), len(self._first))
+            b[:n] = self._first[:n]
+            self._first = self._first[n:]
+            return n
+        data = self._rest.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def _text(first: bytes, rest: IO[bytes]) -> io.TextIOWrapper:
+    """The lines a UTF-8 text reader of the whole stream would read from here on."""
+    return io.TextIOWrapper(io.BufferedReader(_Chained(first, rest)), encoding="utf-8")
+
+
 def resume(
     fd: int,
     at: int,
@@ -223,26 +300,38 @@ def resume(
     olders: list[Checkpoint],
     report: Progress,
 ) -> AuditReport:
-    """The sequential audit from byte ``at`` on, in the state ``done`` describes
-    (``header`` None: from the start of the file, header included)."""
-    kept = sorted({c.size for c in olders if c.size > 0})
+    """The sequential audit from byte ``at`` of the file on (see :func:`sequential`)."""
     with io.TextIOWrapper(open(os.dup(fd), "rb"), encoding="utf-8") as text:
         text.buffer.seek(at)
-        it = iter(text)
-        if header is None or done is None:
-            header = header_of(next(it, None), verifier)
-            report(0, header.size)
-            st = State(snap_sizes=kept)
-        else:
-            n = done.size
-            st = State(
-                snap_sizes=[k for k in kept if k > n],
-                size=n,
-                prev=bytes.fromhex(done.prev_hex.decode()),
-                builder=RootBuilder.from_source(n, _Frontier(done.stack, n)),
-                seen={s.decode(): int(i) for s, i in done.seen.items()},
-                roots=done.roots,
-            )
-        cp_line = stream_entries(it, st, header.size, report)
-        report(st.size, header.size)
-        return finish(cp_line, it, st, header, olders, verifier)
+        return sequential(text, header, done, verifier, olders, report)
+
+
+def sequential(
+    text: Iterable[str],
+    header: ExportHeader | None,
+    done: _Stitched | None,
+    verifier: Verifier,
+    olders: list[Checkpoint],
+    report: Progress,
+) -> AuditReport:
+    """The sequential audit of the lines ``text``, in the state ``done`` describes
+    (``header`` None: from the start of the export, header included)."""
+    kept = sorted({c.size for c in olders if c.size > 0})
+    it = iter(text)
+    if header is None or done is None:
+        header = header_of(next(it, None), verifier)
+        report(0, header.size)
+        st = State(snap_sizes=kept)
+    else:
+        n = done.size
+        st = State(
+            snap_sizes=[k for k in kept if k > n],
+            size=n,
+            prev=bytes.fromhex(done.prev_hex.decode()),
+            builder=RootBuilder.from_source(n, _Frontier(done.stack, n)),
+            seen={s.decode(): int(i) for s, i in done.seen.items()},
+            roots=done.roots,
+        )
+    cp_line = stream_entries(it, st, header.size, report)
+    report(st.size, header.size)
+    return finish(cp_line, it, st, header, olders, verifier)

@@ -347,14 +347,32 @@ def _scan(fd: int, lo: int, hi: int, kept: tuple[int, ...]) -> Range:
         buf = _block(fd, at, hi)  # read block by block: each is still in cache when checked
         if not buf:
             break
-        end = len(buf)
-        p = sc.bulk(buf, 0, end)
-        if p < end:  # a line bulk did not accept (or the last, with no newline)
-            stop = sc.lines(buf, p, end)
-            if stop is not None:
-                sc.r.stop = at + stop
-                break
-        at += end
+        stop = _take(sc, buf)
+        if stop is not None:
+            sc.r.stop = at + stop
+            break
+        at += len(buf)
+    return _finish(sc, kept)
+
+
+def scan_buffer(buf: bytes, kept: tuple[int, ...]) -> Range:
+    """Scan the entry lines in ``buf`` as a range of their own (a block of a stream);
+    ``stop`` is then an offset in ``buf``."""
+    sc = Scanner()
+    sc.r.stop = _take(sc, buf)
+    return _finish(sc, kept)
+
+
+def _take(sc: Scanner, buf: bytes) -> int | None:
+    """Accept the lines of ``buf``; the offset of the first one refused, if one is."""
+    end = len(buf)
+    p = sc.bulk(buf, 0, end)
+    if p < end:  # a line bulk did not accept (or the last, with no newline)
+        return sc.lines(buf, p, end)
+    return None
+
+
+def _finish(sc: Scanner, kept: tuple[int, ...]) -> Range:
     r = sc.r
     if r.count:
         r.last = bytes(sc.hashes[-HASH:])
