@@ -27,7 +27,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from exchange.ledger import merkle
-from exchange.ledger.audit import AuditFailed, AuditReport, audit_export, files, scan
+from exchange.ledger.audit import AuditFailed, AuditReport, audit_export, b64block, files, scan
 from exchange.ledger.checkpoint import Checkpoint, sign_checkpoint
 from exchange.ledger.export import checkpoint_line, entry_line, header_line
 from tests.test_ledger_audit import ORIGIN, SIGNER, _chain, _lines
@@ -413,7 +413,7 @@ def test_block_base64_names_the_line_and_problem_the_line_audit_does(  # type: i
 ) -> None:
     assert scan.decoder() is not None, "pydantic-core's decoder is not in use"
     if decoder == "per line":
-        monkeypatch.setattr(scan, "_MANY", [None])
+        monkeypatch.setattr(b64block, "_MANY", [None])
     lines = _lines(_chain(N))
     assert {len(_b64_of(lines, k)) % 3 for k in range(N)} != {0}  # padded and unpadded mix
     changed = B64_CASES[case](lines)

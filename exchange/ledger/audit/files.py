@@ -34,7 +34,8 @@ from hashlib import sha256
 from typing import IO
 
 from exchange.ledger.audit import scan
-from exchange.ledger.audit.scan import NULL, Pieces, Range, decoder, line_end, pread, scan_range
+from exchange.ledger.audit.b64block import decoder
+from exchange.ledger.audit.scan import NULL, Pieces, Range, line_end, pread, scan_range
 from exchange.ledger.audit.stream import (
     AuditReport,
     Progress,

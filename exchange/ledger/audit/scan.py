@@ -11,7 +11,7 @@ whole is taken line by line, as the sequential audit reads it (:meth:`Scanner.ca
 Where the optional C accelerator ``_native`` is built (``setup.py``), the plain path and
 the subtree levels run there instead: it accepts, line by line, exactly the lines
 :meth:`Scanner.bulk` accepts (it refuses base64 with non-zero unused bits, which the
-careful path then judges), about five times faster. This module stays the reference:
+careful path then judges), about three times faster. This module stays the reference:
 ``CERTEX_AUDIT_NATIVE=0`` runs it alone, and the tests run every case both ways.
 """
 
@@ -21,13 +21,13 @@ import binascii
 import gc
 import os
 import re
-from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from hashlib import sha256
 from types import ModuleType
 from typing import Final
 
+from exchange.ledger.audit.b64block import decoder
 from exchange.ledger.audit.stream import AuditFailed, parse_entry
 
 BLOCK_BYTES = 1 << 18
@@ -70,37 +70,6 @@ def _load_native() -> ModuleType | None:
 
 native: ModuleType | None = _load_native()
 """The C scanner, or None: the pure-Python one. Read at each scan (tests switch it)."""
-
-
-_MANY: list[Callable[[bytes], list[bytes]] | None] = []  # decoder's, once it is made
-
-
-def decoder() -> Callable[[bytes], list[bytes]] | None:
-    """pydantic-core's base64 decoder (Rust, ~3x binascii's speed): a JSON array of
-    strings to a list of bytes in one call. It takes standard and URL-safe base64 with or
-    without padding, so the caller leaves it only strings of a length divisible by 4 with
-    no ``-``, ``_`` or backslash (a JSON escape); it refuses non-zero unused bits, which
-    strict ``a2b_base64`` allows, so what it refuses goes to a2b. None: not usable here."""
-    if not _MANY:
-        _MANY.append(None)
-        with suppress(Exception):  # not installed, too old (no val_json_bytes), changed
-            from pydantic_core import SchemaValidator, core_schema
-
-            schema = core_schema.list_schema(core_schema.bytes_schema())
-            many = SchemaValidator(schema, {"val_json_bytes": "base64"}).validate_json
-            if many(b'["QUJD","QUI=","QQ==",""]') == [b"ABC", b"AB", b"A", b""] and all(
-                _refuses(many, bad) for bad in (b"QQ=A", b"=QQQ", b"Q===", b"QQ==QUJD", b"Q*==")
-            ):
-                _MANY[0] = many
-    return _MANY[0]
-
-
-def _refuses(many: Callable[[bytes], list[bytes]], b64: bytes) -> bool:
-    try:
-        many(b'["' + b64 + b'"]')
-    except ValueError:
-        return True
-    return False
 
 
 @dataclass(slots=True)
