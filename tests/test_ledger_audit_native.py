@@ -174,13 +174,9 @@ def test_any_lines_end_in_the_state_python_ends_in(  # type: ignore[no-untyped-d
 @given(start=st.integers(0, 2**40), n=st.integers(0, 70))
 def test_levels_are_the_python_levels(start: int, n: int) -> None:
     hashes = b"".join(bytes([i % 256]) * 32 for i in range(n))
-    saved = scan.native
-    try:
-        scan.native = None
-        expected = scan._levels(start, hashes)
-    finally:
-        scan.native = saved
+    expected = scan._levels(start, hashes, None)
     assert NATIVE.levels(start, hashes) == expected
+    assert scan._levels(start, hashes, NATIVE) == expected
     assert NATIVE.levels(start, bytearray(hashes)) == expected
 
 

@@ -186,34 +186,41 @@ def entry_batches(
     binary format: the leaves as bytes, not hex text, and no SQLAlchemy row per entry
     (together about half of an export's time)."""
     end = (1 << 63) - 1 if below is None else below
-    start = 0
     if conn.dialect.name != "postgresql":
-        while start < end:
+
+        def rows_from(start: int) -> list[tuple[int, bytes]]:
             rows = conn.execute(
                 select(LedgerEntry.idx, LedgerEntry.leaf)
                 .where(LedgerEntry.idx >= start, LedgerEntry.idx < end)
                 .order_by(LedgerEntry.idx)
                 .limit(batch)
-            ).all()
-            if not rows:
-                return
-            yield [(int(i), bytes(leaf)) for i, leaf in rows]
-            start = rows[-1][0] + 1
+            )
+            return [(int(i), bytes(leaf)) for i, leaf in rows]
+
+        yield from _keyset(rows_from, end)
         return
     raw = conn.connection.driver_connection  # the same transaction as ``conn``
     assert raw is not None
     try:
         with raw.cursor(binary=True) as cur:
-            while start < end:
-                found: list[tuple[int, bytes]] = cur.execute(
-                    _BATCH_SQL, (start, end, batch)
-                ).fetchall()
-                if not found:
-                    return
-                yield found
-                start = found[-1][0] + 1
+            yield from _keyset(
+                lambda start: cur.execute(_BATCH_SQL, (start, end, batch)).fetchall(), end
+            )
     except Exception:
         # SQLAlchemy never saw this error: if the server went away, do not pool the socket.
         if raw.closed or raw.broken:
             conn.invalidate()
         raise
+
+
+def _keyset(
+    rows_from: Callable[[int], list[tuple[int, bytes]]], end: int
+) -> Iterator[list[tuple[int, bytes]]]:
+    """Batches ``rows_from(start)`` in index order, each from the index after the last."""
+    start = 0
+    while start < end:
+        rows = rows_from(start)
+        if not rows:
+            return
+        yield rows
+        start = rows[-1][0] + 1

@@ -92,10 +92,9 @@ def regular_file(lines: Iterable[str]) -> int | None:
             return None
         if lines.tell() != 0:
             return None
-        fd = lines.fileno()
-        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
     except (OSError, ValueError, LookupError):  # io.UnsupportedOperation is an OSError
         return None
+    return regular_binary(lines.buffer)
 
 
 def regular_binary(stream: IO[bytes]) -> int | None:
@@ -124,7 +123,8 @@ def audit_file(
     body = line_end(fd, 0, size)
     head = pread(fd, 0, body)
     if b"\r" in head:  # not a line end a byte scan agrees on: read it all as text
-        return resume(fd, 0, None, None, verifier, olders, report)
+        with _reader(fd, 0) as text:
+            return sequential(text, None, None, verifier, olders, report)
     # 2. The header names the log this key speaks for.
     header = header_of(head.decode("utf-8") if head else None, verifier)
     total = header.size
@@ -153,7 +153,8 @@ def audit_file(
                 ranges.close()  # before the pool is terminated: see _in_order
     else:
         at = state.stitch(map(scan_range, jobs), jobs, size, total, report)
-    return resume(fd, at, header, state, verifier, olders, report)
+    with _reader(fd, at) as text:
+        return sequential(text, header, state, verifier, olders, report)
 
 
 def _in_order(
@@ -292,19 +293,12 @@ def _text(first: bytes, rest: IO[bytes]) -> io.TextIOWrapper:
     return io.TextIOWrapper(io.BufferedReader(_Chained(first, rest)), encoding="utf-8")
 
 
-def resume(
-    fd: int,
-    at: int,
-    header: ExportHeader | None,
-    done: _Stitched | None,
-    verifier: Verifier,
-    olders: list[Checkpoint],
-    report: Progress,
-) -> AuditReport:
-    """The sequential audit from byte ``at`` of the file on (see :func:`sequential`)."""
-    with io.TextIOWrapper(open(os.dup(fd), "rb"), encoding="utf-8") as text:
-        text.buffer.seek(at)
-        return sequential(text, header, done, verifier, olders, report)
+def _reader(fd: int, at: int) -> io.TextIOWrapper:
+    """The file's lines from byte ``at`` on, as a UTF-8 text reader reads them (its own
+    descriptor: closing it leaves ``fd`` open)."""
+    text = io.TextIOWrapper(open(os.dup(fd), "rb"), encoding="utf-8")  # noqa: SIM115  callers close it
+    text.buffer.seek(at)
+    return text
 
 
 def sequential(

@@ -69,7 +69,8 @@ def _load_native() -> ModuleType | None:
 
 
 native: ModuleType | None = _load_native()
-"""The C scanner, or None: the pure-Python one. Read at each scan (tests switch it)."""
+"""The C scanner, or None: the pure-Python one. Each Scanner takes it when made (tests
+switch it)."""
 
 
 @dataclass(slots=True)
@@ -345,7 +346,7 @@ def _finish(sc: Scanner, kept: tuple[int, ...]) -> Range:
     r = sc.r
     if r.count:
         r.last = bytes(sc.hashes[-HASH:])
-        levels = _levels(r.start, sc.hashes)
+        levels = _levels(r.start, sc.hashes, sc.native)
         r.pieces = _pieces(levels, r.start, r.start + r.count)
         for size in kept:
             if r.start < size <= r.start + r.count:
@@ -353,12 +354,15 @@ def _finish(sc: Scanner, kept: tuple[int, ...]) -> Range:
     return r
 
 
-def _levels(start: int, hashes: bytes | bytearray) -> list[tuple[int, bytes]]:
+def _levels(
+    start: int, hashes: bytes | bytearray, c_scanner: ModuleType | None
+) -> list[tuple[int, bytes]]:
     """Every complete aligned perfect subtree inside [start, start + len(hashes) // 32), by
     level: ``(first, roots)``, where ``first`` is the first subtree's index at that level
-    and ``roots`` their hashes, 32 bytes each, one after another."""
-    if native is not None:
-        return native.levels(start, hashes)  # type: ignore[no-any-return]
+    and ``roots`` their hashes, 32 bytes each, one after another (in C where
+    ``c_scanner`` is the scanner's C module)."""
+    if c_scanner is not None:
+        return c_scanner.levels(start, hashes)  # type: ignore[no-any-return]
     levels, first, digest, node = [], start, sha256, b"\x01"
     row = [bytes(hashes[i : i + HASH]) for i in range(0, len(hashes), HASH)]
     while row:
