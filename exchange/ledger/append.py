@@ -12,19 +12,21 @@ under the lock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, bindparam, delete, insert, select, text, update
+import psycopg
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from exchange.errors import InvalidInput, LedgerIntegrityError, VerificationFailed
-from exchange.ledger import merkle, store
+from exchange.ledger import merkle, pgbatch, store
 from exchange.ledger.backpointers import SubjectIndex
 from exchange.ledger.checkpoint import Checkpoint, sign_checkpoint
 from exchange.ledger.leaf import LEAF_VERSION, Event, encode_leaf
 from exchange.ledger.note import Signer
+from exchange.ledger.store import Coord
 from exchange.node import Node
 from exchange.persistence.models import (
     LedgerCheckpoint,
@@ -38,7 +40,6 @@ LOCK_KEY = 0x63657274_6C656467  # "certledg": the advisory lock every writer pro
 
 # The batch's statements, built once (they run in every batch: building a Core
 # statement each time cost more than sending it). Values are bound per call.
-_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 _HEAD = select(LedgerHead.size, LedgerHead.last_hash).where(LedgerHead.id == 1)
 _OUTBOX_ROWS = (
     select(LedgerOutbox.seq, LedgerOutbox.ref, LedgerOutbox.event)
@@ -55,16 +56,6 @@ _CHECKPOINT_INSERT = insert(LedgerCheckpoint)
 _EVENT_FIELDS = tuple(Event.__dataclass_fields__)
 _ENTRY_COLUMNS = ("idx", "leaf", "leaf_hash", "ref", "kind", "actor", "subject", "time_ms")
 _NODE_COLUMNS = ("level", "idx", "hash")
-# PostgreSQL binary COPY: ~3 µs of Python per row against ~20 µs for an executemany through
-# SQLAlchemy Core, whose per-row parameter processing dominated a batch.
-_COPY_ENTRIES = (
-    f"COPY ledger_entries ({', '.join(_ENTRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)",
-    ["int8", "bytea", "bytea", "text", "text", "text", "text", "int8"],
-)
-_COPY_NODES = (
-    f"COPY ledger_nodes ({', '.join(_NODE_COLUMNS)}) FROM STDIN (FORMAT BINARY)",
-    ["int2", "int8", "bytea"],
-)
 
 
 @dataclass
@@ -165,6 +156,10 @@ class BatchAppender:
         self._signer = signer
         self._max_batch = max_batch
         self._subjects = SubjectIndex()
+        # The head this writer's last batch committed, and the one its current batch would
+        # commit: on PostgreSQL the next batch reads the subtrees for it with the lock.
+        self._head: tuple[int, bytes] | None = None
+        self._next_head: tuple[int, bytes] | None = None
 
     def run(
         self,
@@ -181,9 +176,8 @@ class BatchAppender:
             conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
             while True:
                 self._subjects.discard()  # what a batch that did not commit had learned
+                self._next_head = self._head
                 with conn.begin():
-                    if conn.dialect.name == "postgresql":
-                        conn.execute(_LOCK, {"k": LOCK_KEY})
                     appended = self._append_locked(conn, direct)
                     direct = []  # appended (if this commits) or failed: never twice
                     found = dict(appended)
@@ -201,86 +195,102 @@ class BatchAppender:
                             found[ref] = idx
                 done.update(found)  # committed
                 self._subjects.committed()
+                self._head = self._next_head
                 if not appended or all(r in done for r in refs):
                     return done
 
     def _append_locked(self, conn: Connection, direct: list[tuple[str, Event]]) -> dict[str, int]:
         """One batch under the lock: outbox rows, then ``direct``; ref → index."""
         now_ms = int(self._node.clock.now() * 1000)
-        head = conn.execute(_HEAD).one()
-        size, last_hash = int(head[0]), bytes(head[1])
-        # Every committed event, in the order the outbox saw them — not only this process's:
-        # an event committed before another is never appended after it (a revocation that
-        # committed after a grant follows the grant in the ledger), and events of a process
-        # that died are appended by whichever writer runs next.
-        rows = conn.execute(_OUTBOX_ROWS, {"n": self._max_batch}).all()
-        last_cp = store.latest_checkpoint(conn)
-        if not rows and not direct:
-            if last_cp is None:
-                self._sign(conn, size, merkle.EMPTY_ROOT if size == 0 else None, now_ms, last_cp)
+        raw = _driver(conn) if conn.dialect.name == "postgresql" else None
+        state = self._read(conn, raw, direct)
+        if not state.outbox and not direct:
+            if state.checkpoint is None:
+                size = state.size
+                root = merkle.EMPTY_ROOT if size == 0 else None
+                self._sign(conn, size, root, now_ms, state.checkpoint)
             return {}
-        # 1. Storage still matches the head: the last leaf hash is what the chain continues,
-        #    and nothing signed or stored lies past it (a head moved back would otherwise end
-        #    in a duplicate-key error, retried forever as if the database were merely down).
-        # 2. The frontier of the current tree from its stored subtree hashes, and the
-        #    stored-root re-check: when the last signed checkpoint is at the head — always,
-        #    unless a checkpoint is missing — the fold of those stored hashes must be its
-        #    root. Both every batch, in one read: the leaves either side of the head and the
-        #    O(log n) subtrees the frontier needs anyway. Keeping the frontier in memory
-        #    between batches instead would save only that one read, and the check would then
-        #    run only when another process moved the head or now and then; reading them
-        #    each time means no batch ever builds on, or signs over, a stored tree that is
-        #    not the tree last signed.
-        coords = _decomposition(size)
-        probe = [(0, size), *(c for c in coords if c[0])]
-        if size:
-            probe.append((0, size - 1))
-        stored = store.fetch_subtrees(conn, probe)
-        if size and stored.get((0, size - 1)) != last_hash:
-            raise LedgerIntegrityError(f"entry {size - 1} no longer matches the ledger head")
-        if last_cp is not None and last_cp.size > size:
-            raise LedgerIntegrityError(
-                f"signed checkpoint {last_cp.size} is ahead of the ledger head ({size})"
-            )
-        if (0, size) in stored:
-            raise LedgerIntegrityError(f"entry {size} is stored past the ledger head")
-        try:
-            frontier = Frontier([(lvl, i, stored[(lvl, i)]) for lvl, i in coords])
-        except KeyError as e:
-            raise LedgerIntegrityError(f"stored subtree {e} is missing") from e
-        at_head = last_cp is not None and last_cp.size == size
-        if last_cp is not None and at_head and frontier.root() != bytes(last_cp.root):
-            raise LedgerIntegrityError(f"stored tree no longer hashes to signed checkpoint {size}")
-        # 3. Leaves: chain, subject back-pointers, subtree hashes — computed while the
-        #    entries stream to the database.
-        events = [(ref, Event.from_json(event_json)) for _, ref, event_json in rows]
+        frontier, at_head = _verified_frontier(conn, state)
+        # 3. Leaves: chain, subject back-pointers, subtree hashes.
+        events = [(ref, Event.from_json(event_json)) for _, ref, event_json in state.outbox]
         events += direct
         batch = _Batch(
-            size=size,
-            last_hash=last_hash,
+            size=state.size,
+            last_hash=state.last_hash,
             frontier=frontier,
             node=self._node.settings.node,
             time_ms=now_ms,
             last_for_subject=self._subjects.lookup(
-                conn, (size, last_hash), {e.subject for _, e in events if e.subject is not None}
+                conn,
+                (state.size, state.last_hash),
+                {e.subject for _, e in events if e.subject is not None},
+                read=state.subjects,
             ),
         )
-        _insert_rows(conn, batch.entries(events), batch.nodes)
+        columns = batch.columns(events)
         size, last_hash = batch.size, batch.last_hash
         self._subjects.appended((size, last_hash), batch.last_for_subject)
-        conn.execute(_MOVE_HEAD, {"size": size, "last_hash": last_hash})
-        if rows:
-            conn.execute(_DROP_OUTBOX, {"seqs": [r[0] for r in rows]})
-        # 4. Sign the new tree. When the old tree is the signed one at the head (checked in
-        #    2), the new root is that verified frontier extended by this batch's leaves, so
-        #    the new tree is consistent with the old by construction: a consistency proof
-        #    read back from storage would only restate the hashes just computed. Otherwise
-        #    (no checkpoint at the head) prove it from storage as before signing.
-        if at_head:
-            self._sign_note(conn, size, frontier.root(), now_ms)
+        self._next_head = (size, last_hash)
+        root = frontier.root()
+        # 4. Sign the new tree. When the old tree is the signed one at the head (checked by
+        #    _verified_frontier), the new root is that verified frontier extended by this
+        #    batch's leaves, so the new tree is consistent with the old by construction: a
+        #    consistency proof read back from storage would only restate the hashes just
+        #    computed. Otherwise (no checkpoint at the head) prove it from storage, once the
+        #    rows are in, before signing.
+        signed = (size, root, self._note(size, root), now_ms) if at_head else None
+        drop = [r[0] for r in state.outbox]
+        if raw is not None:
+            pgbatch.write(
+                raw,
+                entries=columns,
+                time_ms=now_ms,
+                nodes=batch.nodes,
+                head=(size, last_hash),
+                drop=drop,
+                checkpoint=signed,
+            )
         else:
-            self._sign(conn, size, frontier.root(), now_ms, last_cp)
+            _insert_rows(conn, columns, now_ms, batch.nodes)
+            conn.execute(_MOVE_HEAD, {"size": size, "last_hash": last_hash})
+            if drop:
+                conn.execute(_DROP_OUTBOX, {"seqs": drop})
+            if signed is not None:
+                self._store_note(conn, *signed)
+        if signed is None:
+            self._sign(conn, size, root, now_ms, state.checkpoint)
         return batch.done
+
+    def _read(
+        self, conn: Connection, raw: psycopg.Connection[Any] | None, direct: list[tuple[str, Event]]
+    ) -> pgbatch.Locked:
+        """Everything a batch reads under the lock. Every committed outbox event, in the
+        order the outbox saw them — not only this process's: an event committed before
+        another is never appended after it (a revocation that committed after a grant
+        follows the grant in the ledger), and events of a process that died are appended by
+        whichever writer runs next."""
+        if raw is not None:
+            # The lock and every read in one round trip; the subtrees and the direct events'
+            # subjects for the head this writer expects (read again if another moved it).
+            expected = self._head
+            return pgbatch.read(
+                raw,
+                lock_key=LOCK_KEY,
+                limit=self._max_batch,
+                probe=None if expected is None else (expected[0], _probe(expected[0])),
+                subjects=self._subjects.missing(
+                    expected, {e.subject for _, e in direct if e.subject is not None}
+                ),
+            )
+        head = conn.execute(_HEAD).one()
+        return pgbatch.Locked(
+            size=int(head[0]),
+            last_hash=bytes(head[1]),
+            outbox=[(r[0], r[1], r[2]) for r in conn.execute(_OUTBOX_ROWS, {"n": self._max_batch})],
+            checkpoint=store.latest_checkpoint(conn),
+            subtrees=None,
+            subjects={},
+        )
 
     def _sign(
         self,
@@ -314,10 +324,13 @@ class BatchAppender:
                     ) from e
             elif size == 0:
                 return  # the empty tree is already signed
-        self._sign_note(conn, size, root, now_ms)
+        self._store_note(conn, size, root, self._note(size, root), now_ms)
 
-    def _sign_note(self, conn: Connection, size: int, root: bytes, now_ms: int) -> None:
-        note = sign_checkpoint(Checkpoint(self._signer.name, size, root), self._signer)
+    def _note(self, size: int, root: bytes) -> str:
+        return sign_checkpoint(Checkpoint(self._signer.name, size, root), self._signer)
+
+    @staticmethod
+    def _store_note(conn: Connection, size: int, root: bytes, note: str, now_ms: int) -> None:
         conn.execute(
             _CHECKPOINT_INSERT, {"size": size, "root": root, "note": note, "time_ms": now_ms}
         )
@@ -325,7 +338,7 @@ class BatchAppender:
 
 @dataclass
 class _Batch:
-    """The leaves of one batch, made one at a time so they can stream to the database."""
+    """The leaves of one batch, computed in index order."""
 
     size: int
     last_hash: bytes
@@ -336,7 +349,7 @@ class _Batch:
     nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
     done: dict[str, int] = field(default_factory=dict)
 
-    def entries(self, events: Iterable[tuple[str, Event]]) -> Iterator[tuple[Any, ...]]:
+    def columns(self, events: Iterable[tuple[str, Event]]) -> pgbatch.Columns:
         """ledger_entries rows in index order; fills ``nodes`` and ``done`` as it goes."""
         size, last_hash, time_ms, node = self.size, self.last_hash, self.time_ms, self.node
         last_for_subject, done, frontier, nodes = (
@@ -345,6 +358,7 @@ class _Batch:
             self.frontier,
             self.nodes,
         )
+        out = pgbatch.Columns.empty()
         for ref, event in events:
             subject = event.subject
             leaf = _leaf(
@@ -356,46 +370,88 @@ class _Batch:
                 prev_subject=None if subject is None else last_for_subject[subject],
             )
             h = merkle.leaf_hash(leaf)
-            yield (size, leaf, h, ref, event.kind, event.actor, subject, time_ms)
+            out.idx.append(size)
+            out.leaf.append(leaf)
+            out.leaf_hash.append(h)
+            out.ref.append(ref)
+            out.kind.append(event.kind)
+            out.actor.append(event.actor)
+            out.subject.append(subject)
             frontier.append(size, h, nodes)
             if subject is not None:
                 last_for_subject[subject] = size
             done[ref] = size
             size, last_hash = size + 1, h
-            self.size, self.last_hash = size, last_hash
+        self.size, self.last_hash = size, last_hash
+        return out
+
+
+def _verified_frontier(conn: Connection, state: pgbatch.Locked) -> tuple[Frontier, bool]:
+    """The frontier of the stored tree at the head, checked; and whether the last signed
+    checkpoint is at the head.
+
+    1. Storage still matches the head: the last leaf hash is what the chain continues, and
+       nothing signed or stored lies past it (a head moved back would otherwise end in a
+       duplicate-key error, retried forever as if the database were merely down).
+    2. The frontier of the current tree from its stored subtree hashes, and the stored-root
+       re-check: when the last signed checkpoint is at the head — always, unless a
+       checkpoint is missing — the fold of those stored hashes must be its root. Both every
+       batch, in one read: the leaves either side of the head and the O(log n) subtrees the
+       frontier needs anyway. Keeping the frontier in memory between batches instead would
+       save only that one read, and the check would then run only when another process
+       moved the head or now and then; reading them each time means no batch ever builds
+       on, or signs over, a stored tree that is not the tree last signed. (On PostgreSQL
+       that read went with the lock, for the head this writer expected; it is made here
+       only when the head is another.)
+    """
+    size, last_hash, last_cp = state.size, state.last_hash, state.checkpoint
+    stored = state.subtrees
+    if stored is None:
+        stored = store.fetch_subtrees(conn, _probe(size))
+    if size and stored.get((0, size - 1)) != last_hash:
+        raise LedgerIntegrityError(f"entry {size - 1} no longer matches the ledger head")
+    if last_cp is not None and last_cp.size > size:
+        raise LedgerIntegrityError(
+            f"signed checkpoint {last_cp.size} is ahead of the ledger head ({size})"
+        )
+    if (0, size) in stored:
+        raise LedgerIntegrityError(f"entry {size} is stored past the ledger head")
+    try:
+        frontier = Frontier([(lvl, i, stored[(lvl, i)]) for lvl, i in _decomposition(size)])
+    except KeyError as e:
+        raise LedgerIntegrityError(f"stored subtree {e} is missing") from e
+    at_head = last_cp is not None and last_cp.size == size
+    if last_cp is not None and at_head and frontier.root() != bytes(last_cp.root):
+        raise LedgerIntegrityError(f"stored tree no longer hashes to signed checkpoint {size}")
+    return frontier, at_head
+
+
+def _probe(size: int) -> list[Coord]:
+    """The stored hashes a batch at ``size`` reads: the leaves either side of the head and
+    the frontier's subtrees (its leaf, if any, is the one before the head)."""
+    probe = [(0, size), *(c for c in _decomposition(size) if c[0])]
+    if size:
+        probe.append((0, size - 1))
+    return probe
+
+
+def _driver(conn: Connection) -> psycopg.Connection[Any]:
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    return raw
 
 
 def _insert_rows(
-    conn: Connection, entries: Iterable[tuple[Any, ...]], nodes: list[tuple[int, int, bytes]]
+    conn: Connection, rows: pgbatch.Columns, time_ms: int, nodes: list[tuple[int, int, bytes]]
 ) -> None:
-    """Insert entry rows (consuming ``entries``), then ``nodes``, in the connection's
-    transaction. ``nodes`` may grow while ``entries`` is consumed."""
-    if conn.dialect.name != "postgresql":
-        conn.execute(
-            insert(LedgerEntry), [dict(zip(_ENTRY_COLUMNS, r, strict=True)) for r in entries]
-        )
-        if nodes:
-            conn.execute(
-                insert(LedgerNode), [dict(zip(_NODE_COLUMNS, r, strict=True)) for r in nodes]
-            )
-        return
-    # Binary COPY on the same DBAPI connection, so in the same transaction; psycopg sends
-    # each ~32 KB as it fills, so the server inserts early rows while later leaves are being
-    # hashed. It bypasses SQLAlchemy's cursor events (bench/tasks.py ``statements`` does not
-    # count these two statements).
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    try:
-        with raw.cursor() as cur:
-            for (sql, types), rows in ((_COPY_ENTRIES, entries), (_COPY_NODES, nodes)):
-                if rows is nodes and not nodes:  # (complete once the entries are consumed)
-                    continue
-                with cur.copy(sql) as copy:
-                    copy.set_types(types)
-                    for row in rows:
-                        copy.write_row(row)
-    except Exception:
-        # SQLAlchemy never saw this error: if the server went away, do not pool the socket.
-        if raw.closed or raw.broken:
-            conn.invalidate()
-        raise
+    """Insert entry rows, then ``nodes``, in the connection's transaction (SQLite)."""
+    entries = zip(
+        rows.idx, rows.leaf, rows.leaf_hash, rows.ref, rows.kind, rows.actor, rows.subject,
+        strict=True,
+    )
+    conn.execute(
+        insert(LedgerEntry),
+        [dict(zip(_ENTRY_COLUMNS, (*r, time_ms), strict=True)) for r in entries],
+    )
+    if nodes:
+        conn.execute(insert(LedgerNode), [dict(zip(_NODE_COLUMNS, r, strict=True)) for r in nodes])

@@ -37,16 +37,28 @@ class SubjectIndex:
     def discard(self) -> None:
         self._pending = None
 
+    def missing(self, head: tuple[int, bytes] | None, subjects: set[str]) -> list[str]:
+        """Those of ``subjects`` a :meth:`lookup` at ``head`` would have to read, sorted."""
+        known = self._last if head == self._head else {}
+        return sorted(s for s in subjects if s not in known)
+
     def lookup(
-        self, conn: Connection, head: tuple[int, bytes], subjects: set[str]
+        self,
+        conn: Connection,
+        head: tuple[int, bytes],
+        subjects: set[str],
+        read: dict[str, int | None] | None = None,
     ) -> dict[str, int | None]:
-        """The latest index of each of ``subjects`` in the tree whose head is ``head``."""
+        """The latest index of each of ``subjects`` in the tree whose head is ``head``;
+        ``read``: latest indices already read from storage in this transaction."""
         if head != self._head:
             self._last, self._head = {}, None
         known = self._last
         found = {s: known[s] for s in subjects if s in known}
+        if read:
+            found.update((s, read[s]) for s in subjects if s in read and s not in found)
         if len(found) < len(subjects):
-            found.update(_last_indices(conn, {s for s in subjects if s not in known}))
+            found.update(_last_indices(conn, {s for s in subjects if s not in found}))
         return found
 
     def appended(self, head: tuple[int, bytes], last: dict[str, int | None]) -> None:

@@ -60,7 +60,7 @@ def missing_subtree(level: int, index: int) -> LedgerIntegrityError:
 
 # -- one statement for any set of stored hashes --------------------------------------------
 
-_PG_SQL: Final = (
+PG_HASHES_SQL: Final = (
     "SELECT 0::int2, idx, leaf_hash FROM ledger_entries WHERE idx = ANY(%(leaves)s::int8[])"
     " UNION ALL SELECT n.level, n.idx, n.hash"
     " FROM unnest(%(levels)s::int2[], %(idxs)s::int8[]) AS w(level, idx)"
@@ -83,7 +83,7 @@ def _select_hashes(
             "levels": [lvl for lvl, _ in inner],
             "idxs": [i for _, i in inner],
         }
-        return conn.exec_driver_sql(_PG_SQL, params)
+        return conn.exec_driver_sql(PG_HASHES_SQL, params)
     parts: list[str] = []
     args: list[int] = []
     if leaves:

@@ -1,0 +1,101 @@
+"""What a batch reads under the lock, and when (exchange/ledger/append.py, pgbatch.py).
+
+On PostgreSQL a batch sends the lock and every read at once, including the subtree hashes
+of the head its writer expects — the head it committed last. Those hashes must be used only
+when the head is that one: when another writer moved it, the batch reads the subtrees of the
+real head, and the back-pointers of the subjects it asked for with the lock must still be
+those of the real head. Both writers here are :class:`BatchAppender` objects over one
+database, alternating, so every batch of one follows a batch of the other; the whole ledger
+is then re-derived from its leaf bytes (tests/ledger_load.py ``audit``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from exchange.ledger import append, store
+from exchange.ledger.append import BatchAppender
+from exchange.ledger.leaf import Event
+from exchange.ledger.service import subject_pseudonym, verifier_key
+from exchange.ledger.writer import ledger_signer
+from exchange.node import Node
+from tests import ledger_load as load
+
+
+def _events(node: Node, tag: str, n: int) -> list[tuple[str, Event]]:
+    """``n`` direct events over three subjects, with unique refs."""
+    return [
+        (
+            f"{tag}-{i:028d}",
+            Event(
+                kind="pull",
+                actor="batch-reads",
+                outcome="granted",
+                subject=subject_pseudonym(node, f"batch-reads-{i % 3}"),
+                request_sha256=load.request_sha(tag, 0, i),
+            ),
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def subtree_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes at which a batch read the subtrees on its own (not with the lock): reads
+    of exactly what a batch at that size needs (other reads pass uncounted)."""
+    reads: list[int] = []
+    fetch: Callable[..., Any] = store.fetch_subtrees
+
+    def counted(conn: Any, wanted: Any) -> Any:
+        wanted = list(wanted)
+        size = max((i for lvl, i in wanted if lvl == 0), default=None)
+        if size is not None and wanted == append._probe(size):
+            reads.append(size)
+        return fetch(conn, wanted)
+
+    monkeypatch.setattr(append.store, "fetch_subtrees", counted)
+    return reads
+
+
+def test_one_writer_reads_the_tree_with_the_lock(
+    node: Node, database_url: str, subtree_reads: list[int]
+) -> None:
+    a = BatchAppender(node, ledger_signer(node), max_batch=64)
+    a.run([], [])  # the genesis checkpoint
+    done: dict[str, int] = {}
+    for b in range(6):
+        done |= a.run([], _events(node, f"one{b}", 5 + b))
+    assert sorted(done.values()) == list(range(sum(5 + b for b in range(6))))
+    if node.engine.dialect.name == "postgresql":
+        # Only the first batch did not know the head to expect.
+        assert subtree_reads == [0]
+    else:
+        assert len(subtree_reads) == 6
+    load.audit(database_url, verifier_key(node))
+
+
+def test_writers_taking_turns_read_the_real_head(
+    node: Node, database_url: str, subtree_reads: list[int]
+) -> None:
+    a = BatchAppender(node, ledger_signer(node), max_batch=64)
+    b = BatchAppender(node, ledger_signer(node), max_batch=64)
+    a.run([], [])
+    done: dict[str, int] = {}
+    sizes = []
+    for turn in range(8):
+        writer = a if turn % 2 == 0 else b
+        with node.engine.connect() as conn:
+            sizes.append(store.tree_size(conn))
+        # The same three subjects every time: each writer remembers where it left them,
+        # and the other writer has moved them since.
+        done |= writer.run([], _events(node, f"turn{turn}", 4 + turn))
+    assert sorted(done.values()) == list(range(sum(4 + t for t in range(8))))
+    # On PostgreSQL every batch expected a head the other writer has moved since (or, the
+    # first of each writer, none): each read the subtrees of the real head itself. SQLite
+    # reads them for every batch.
+    assert subtree_reads == sizes
+    ledger = load.audit(database_url, verifier_key(node))  # back-pointers, chain, roots
+    assert len(ledger.leaves) == len(done)
