@@ -10,8 +10,9 @@
     random indices in the whole tree, one connection, sequential calls.
 ``python -m bench.tasks audit DIR``  ``certex ledger export`` of the whole ledger to a file
     (the library call behind the verb), then the offline audit of that file.
-``python -m bench.tasks statements WORLD.json``  SQL statements, commits and pool checkouts
-    per request (issue, verify, pull, status, inclusion), the writer's batch included.
+``python -m bench.tasks statements WORLD.json``  SQL statements, commits, round trips and
+    pool checkouts per request (issue, verify, pull, status, inclusion), the writer's batch
+    included, counted at the driver.
 
 The node comes from the ``CERTEX_*`` environment. Each prints one JSON line.
 """
@@ -289,7 +290,8 @@ def _audit_fallback(path: Path) -> dict[str, Any]:
 
 
 def statements(world_path: Path) -> dict[str, Any]:
-    """SQL statements, commits and pool checkouts per request, the ledger writer's included:
+    """SQL statements, commits, round trips and pool checkouts per request, the ledger
+    writer's included:
     each request is sent alone through the real app (in-process), after one warm-up, and
     the writer's batch for it (a batch of one) is counted too."""
     import collections
@@ -309,14 +311,40 @@ def statements(world_path: Path) -> dict[str, Any]:
     counts: collections.Counter[str] = collections.Counter()
     seen: list[str] = []
 
-    @event.listens_for(node.engine, "before_cursor_execute")
-    def _statement(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+    # Counted at the driver, so the statements the ledger writer sends through psycopg
+    # itself (pipelined reads and writes, COPY) are counted with SQLAlchemy's. Round trips:
+    # a statement alone is one, a pipeline is one however many it holds, a COPY two.
+    import psycopg
+
+    def _sent(statement: Any, piped: bool, trips: int) -> None:
         counts["statements"] += 1
-        seen.append(" ".join(statement.split())[:100])
+        counts["round_trips"] += 0 if piped else trips
+        text = statement if isinstance(statement, str) else str(statement)
+        seen.append(("| " if piped else "") + " ".join(text.split())[:100])
+
+    cursor_execute, cursor_copy = psycopg.Cursor.execute, psycopg.Cursor.copy
+    conn_pipeline = psycopg.Connection.pipeline
+
+    def _execute(self: Any, query: Any, *a: Any, **k: Any) -> Any:
+        _sent(query, self.connection._pipeline is not None, 1)
+        return cursor_execute(self, query, *a, **k)
+
+    def _copy(self: Any, statement: Any, *a: Any, **k: Any) -> Any:
+        _sent(statement, False, 2)
+        return cursor_copy(self, statement, *a, **k)
+
+    def _pipeline(self: Any) -> Any:
+        counts["round_trips"] += 1
+        return conn_pipeline(self)
+
+    psycopg.Cursor.execute = _execute  # type: ignore[method-assign]
+    psycopg.Cursor.copy = _copy  # type: ignore[method-assign]
+    psycopg.Connection.pipeline = _pipeline  # type: ignore[method-assign]
 
     @event.listens_for(node.engine, "commit")
     def _commit(_c: Any) -> None:
         counts["commits"] += 1
+        counts["round_trips"] += 1
 
     @event.listens_for(node.engine, "checkout")
     def _checkout(*_: Any) -> None:
@@ -336,7 +364,8 @@ def statements(world_path: Path) -> dict[str, Any]:
                 time.sleep(0.3)
             out[phase] = {"status": resp.status_code, **counts, "sql": list(seen)}
             print(f"{phase}: HTTP {resp.status_code}, {counts['statements']} SQL statements, "
-                  f"{counts['commits']} commits, {counts['checkouts']} pool checkouts")
+                  f"{counts['commits']} commits, {counts['round_trips']} round trips, "
+                  f"{counts['checkouts']} pool checkouts ('| ': sent in a pipeline)")
             if phase in ("pull", "issue"):
                 for s in seen:
                     print(f"    {s}")
