@@ -386,6 +386,43 @@ def test_cached_inclusion_of_the_latest_needs_a_fresh_checkpoint(ledger, monkeyp
     assert proofs.cached_inclusion(engine, 2, 9) is not None  # an explicit size needs none
 
 
+def test_a_size_within_a_seen_checkpoint_reads_no_head_or_checkpoint(ledger) -> None:  # type: ignore[no-untyped-def]
+    """A tree only grows: a size within a checkpoint this process has seen is bounded by it
+    however old it is, so a proof for it reads neither the head nor a newer checkpoint (a
+    re-read every CHECKPOINT_MAX_AGE made every ~50th in-process proof two statements)."""
+    from sqlalchemy import event
+
+    _append(ledger, 12, "bounded")
+    tree = _reference(ledger)
+    n = tree.size
+    read: list[str] = []
+
+    def count(*args: object) -> None:
+        sql = str(args[2])
+        if "ledger_head" in sql or "ledger_checkpoints" in sql:
+            read.append(sql)
+
+    with ledger.engine.connect() as conn:
+        proofs.inclusion(conn, 0, n)  # sees the latest checkpoint (n)
+        cache = readcache.read_cache(conn)
+        event.listen(ledger.engine, "before_cursor_execute", count)
+        try:
+            for index in range(n):
+                for size in (index + 1, n):
+                    cache.checkpoint_at -= 10 * readcache.CHECKPOINT_MAX_AGE  # stale
+                    proof = proofs.inclusion(conn, index, size)
+                    merkle.verify_inclusion(
+                        tree.leaf(index), index, size, proof, tree.root(size)
+                    )
+            assert read == []
+            # Past what it has seen: the tree's size is read, and a size past it refused.
+            with pytest.raises(InvalidInput):
+                proofs.inclusion(conn, 0, n + 1)
+            assert read
+        finally:
+            event.remove(ledger.engine, "before_cursor_execute", count)
+
+
 def test_cached_inclusion_never_serves_a_wrong_cached_hash(ledger) -> None:  # type: ignore[no-untyped-def]
     _append(ledger, 24, "wrong")
     tree = _reference(ledger)

@@ -25,10 +25,10 @@ from exchange.errors import ExchangeError, InvalidInput, LedgerIntegrityError, V
 from exchange.ledger import merkle
 from exchange.ledger.readcache import (
     cached,
+    checkpoint_bounding,
     checkpoint_covering,
     learn_roots,
     read_cache,
-    recent_checkpoint,
 )
 from exchange.ledger.receipt import make_receipt
 from exchange.ledger.store import (
@@ -225,8 +225,9 @@ def _verified_inclusion(
 def inclusion(conn: Connection, index: int, size: int) -> list[bytes]:
     """RFC 9162 §2.1.3.1 audit path for ``index`` in the tree of ``size``.
 
-    A size within a recent signed checkpoint needs no tree-size read (trees only grow)."""
-    cp = recent_checkpoint(conn)
+    A size within a signed checkpoint this process has seen needs no read of the tree's
+    size or of a newer checkpoint (trees only grow)."""
+    cp = checkpoint_bounding(conn, size)
     limit = cp.size if cp is not None and size <= cp.size else tree_size(conn)
     _check_sizes(index=index, size=size, limit=limit)
     return _verified_inclusion(conn, index, size)
@@ -245,7 +246,7 @@ def inclusion_many(
     for index, asked in asks:
         try:
             size = checkpoint_covering(conn, index).size if asked is None else asked
-            cp = recent_checkpoint(conn)
+            cp = checkpoint_bounding(conn, size)
             if cp is not None and size <= cp.size:
                 _check_sizes(index=index, size=size, limit=cp.size)
             else:

@@ -195,6 +195,17 @@ def recent_checkpoint(
     return cp
 
 
+def checkpoint_bounding(conn: Connection, size: int) -> StoredCheckpoint | None:
+    """A signed checkpoint of at least ``size``, to bound a proof's size: the cached one
+    whatever its age when it is that large (a tree only grows, so a size a signed
+    checkpoint once had stays within the tree), else :func:`recent_checkpoint`. None when
+    there is no checkpoint at all; maybe smaller than ``size`` (then the tree may be too)."""
+    cp = read_cache(conn).checkpoint
+    if cp is not None and size <= cp.size:
+        return cp
+    return recent_checkpoint(conn)
+
+
 def checkpoint_covering(conn: Connection, index: int) -> StoredCheckpoint:
     """The latest checkpoint, which must cover ``index`` (served from the read path's cache
     when that one, at most ``CHECKPOINT_MAX_AGE`` old, covers it; otherwise read now)."""
