@@ -201,8 +201,15 @@ class BatchAppender:
 
     def _append_locked(self, conn: Connection, direct: list[tuple[str, Event]]) -> dict[str, int]:
         """One batch under the lock: outbox rows, then ``direct``; ref → index."""
+        if conn.dialect.name == "postgresql":
+            with store.driver(conn) as raw:
+                return self._append_batch(conn, raw, direct)
+        return self._append_batch(conn, None, direct)
+
+    def _append_batch(
+        self, conn: Connection, raw: psycopg.Connection[Any] | None, direct: list[tuple[str, Event]]
+    ) -> dict[str, int]:
         now_ms = int(self._node.clock.now() * 1000)
-        raw = _driver(conn) if conn.dialect.name == "postgresql" else None
         state = self._read(conn, raw, direct)
         if not state.outbox and not direct:
             if state.checkpoint is None:
@@ -433,12 +440,6 @@ def _probe(size: int) -> list[Coord]:
     if size:
         probe.append((0, size - 1))
     return probe
-
-
-def _driver(conn: Connection) -> psycopg.Connection[Any]:
-    raw = conn.connection.driver_connection
-    assert isinstance(raw, psycopg.Connection)
-    return raw
 
 
 def _insert_rows(
