@@ -99,3 +99,33 @@ def test_writers_taking_turns_read_the_real_head(
     assert subtree_reads == sizes
     ledger = load.audit(database_url, verifier_key(node))  # back-pointers, chain, roots
     assert len(ledger.leaves) == len(done)
+
+
+def test_a_writer_whose_connections_were_cut_fails_one_batch_then_goes_on(
+    node: Node, database_url: str
+) -> None:
+    """The server ends every session of the database (a restart, a failover): the batch that
+    finds its connection dead fails and answers nobody; the next one, on a new connection,
+    appends — one chain, nothing lost or doubled."""
+    if node.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL: the sessions of one database are ended from another")
+    import psycopg
+
+    a = BatchAppender(node, ledger_signer(node), max_batch=64)
+    a.run([], [])
+    first = a.run([], _events(node, "cut0", 5))
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert ended is not None and ended[0] >= 1
+    failed: dict[str, int] = {}
+    with pytest.raises(Exception, match=r"(?i)terminat|closed|connection"):
+        a.run([], _events(node, "cut1", 5), failed)
+    assert failed == {}  # nothing was answered for the failed batch
+    again = a.run([], _events(node, "cut2", 5))
+    assert sorted(again.values()) == list(range(5, 10))
+    ledger = load.audit(database_url, verifier_key(node))
+    assert len(ledger.leaves) == len(first) + len(again) == 10
