@@ -2,8 +2,8 @@
 # keys/ and var/ (SQLite) or point CERTEX_DATABASE_URL at PostgreSQL.
 FROM python:3.11-slim
 WORKDIR /app
-# setup.py: the audit's optional C scanner; without a compiler in the image the audit
-# runs its Python scanner (same results, slower).
+# setup.py: the optional C modules (the audit's scanner, the writer's leaf builder); without
+# a compiler in the image the Python code they accelerate runs (same results, slower).
 COPY pyproject.toml setup.py README.md alembic.ini ./
 COPY exchange ./exchange
 COPY gateway ./gateway

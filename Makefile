@@ -10,8 +10,8 @@ export CERTEX_TEST_PG_URL
 
 .PHONY: install run test test-sqlite test-postgres check lint typecheck clean bench bench-full federation
 
-# setup.py builds the audit's optional C scanner: a change to it reinstalls too.
-$(STAMP): pyproject.toml setup.py exchange/ledger/audit/_native.c
+# setup.py builds the optional C accelerators: a change to them reinstalls too.
+$(STAMP): pyproject.toml setup.py exchange/ledger/audit/_native.c exchange/ledger/_batch.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -56,4 +56,4 @@ bench-full: install
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis build \
-	  exchange/ledger/audit/_native*.so
+	  exchange/ledger/audit/_native*.so exchange/ledger/_batch*.so

@@ -1,8 +1,9 @@
-"""Only the optional C accelerator of the offline audit; the project is in pyproject.toml.
+"""Only the optional C accelerators; the project is in pyproject.toml.
 
-``exchange.ledger.audit._native`` needs a C compiler, the Python headers and OpenSSL's
-(libssl-dev). Where it cannot be built the install still succeeds (``optional=True``) and
-the audit runs its pure-Python scanner, which is the reference (same results, slower).
+``exchange.ledger.audit._native`` (the offline audit's scanner) and ``exchange.ledger._batch``
+(the ledger writer's leaves) need a C compiler, the Python headers and OpenSSL's
+(libssl-dev). Where they cannot be built the install still succeeds (``optional=True``) and
+the pure-Python code they accelerate runs, which is the reference (same results, slower).
 """
 
 from setuptools import Extension, setup
@@ -17,6 +18,13 @@ setup(
             # here for their lower per-call cost on 65-byte nodes.
             extra_compile_args=["-O3", "-Wall", "-Wno-deprecated-declarations"],
             optional=True,
-        )
+        ),
+        Extension(
+            "exchange.ledger._batch",
+            ["exchange/ledger/_batch.c"],
+            libraries=["crypto"],
+            extra_compile_args=["-O3", "-Wall", "-Wno-deprecated-declarations"],
+            optional=True,
+        ),
     ]
 )

@@ -12,8 +12,10 @@ under the lock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import operator
+import os
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -54,6 +56,29 @@ _MOVE_HEAD = (
 _DROP_OUTBOX = delete(LedgerOutbox).where(LedgerOutbox.seq.in_(bindparam("seqs", expanding=True)))
 _CHECKPOINT_INSERT = insert(LedgerCheckpoint)
 _EVENT_FIELDS = tuple(Event.__dataclass_fields__)
+# The C builder takes each event as this tuple, in this order.
+_EVENT_VALUES = operator.attrgetter(*_EVENT_FIELDS)
+_NATIVE_FIELDS = (
+    "kind", "actor", "outcome", "subject", "item", "certificate", "consent", "reason",
+    "request_sha256",
+)
+
+
+def _load_native() -> ModuleType | None:
+    """The writer's C builder, unless not built, ``CERTEX_LEDGER_NATIVE=0``, or the leaf
+    format is not the one it writes."""
+    if os.environ.get("CERTEX_LEDGER_NATIVE", "1") == "0":
+        return None
+    if _EVENT_FIELDS != _NATIVE_FIELDS or LEAF_VERSION != 1:
+        return None
+    try:
+        from exchange.ledger import _batch
+    except ImportError:
+        return None
+    return _batch
+
+
+native: ModuleType | None = _load_native()
 _ENTRY_COLUMNS = ("idx", "leaf", "leaf_hash", "ref", "kind", "actor", "subject", "time_ms")
 _NODE_COLUMNS = ("level", "idx", "hash")
 
@@ -356,8 +381,14 @@ class _Batch:
     nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
     done: dict[str, int] = field(default_factory=dict)
 
-    def columns(self, events: Iterable[tuple[str, Event]]) -> pgbatch.Columns:
-        """ledger_entries rows in index order; fills ``nodes`` and ``done`` as it goes."""
+    def columns(self, events: list[tuple[str, Event]]) -> pgbatch.Columns:
+        """ledger_entries rows in index order; fills ``nodes`` and ``done`` as it goes.
+        Through the C builder (:mod:`exchange.ledger._batch`) when it is built and every
+        event is plain; otherwise, and as the reference, in Python."""
+        if native is not None and events:
+            built = self._native_columns(native, events)
+            if built is not None:
+                return built
         size, last_hash, time_ms, node = self.size, self.last_hash, self.time_ms, self.node
         last_for_subject, done, frontier, nodes = (
             self.last_for_subject,
@@ -391,6 +422,49 @@ class _Batch:
             size, last_hash = size + 1, h
         self.size, self.last_hash = size, last_hash
         return out
+
+    def _native_columns(
+        self, builder: ModuleType, events: list[tuple[str, Event]]
+    ) -> pgbatch.Columns | None:
+        """:meth:`columns` by the C builder, or None (nothing changed) when an event is not
+        plain. The back-pointers are worked out here first, as the Python loop does."""
+        size, last_for_subject = self.size, self.last_for_subject
+        learned: dict[str, int] = {}
+        prev_subjects: list[int | None] = []
+        for i, (_, event) in enumerate(events):
+            subject = event.subject
+            if subject is None:
+                prev_subjects.append(None)
+                continue
+            prev_subjects.append(
+                learned[subject] if subject in learned else last_for_subject[subject]
+            )
+            learned[subject] = size + i
+        fields = [_EVENT_VALUES(event) for _, event in events]
+        refs = [ref for ref, _ in events]
+        out = builder.leaves(
+            fields, refs, size, self.last_hash, self.time_ms, self.node, prev_subjects,
+            self.frontier.nodes,
+        )
+        if out is None:
+            return None
+        leaves, hashes, frontier, new_nodes, entries_copy, nodes_copy = out
+        self.frontier.nodes = frontier
+        self.nodes.extend(new_nodes)
+        last_for_subject.update(learned)
+        n = len(events)
+        self.done.update(zip(refs, range(size, size + n), strict=True))
+        self.size, self.last_hash = size + n, hashes[-1]
+        return pgbatch.Columns(
+            idx=list(range(size, size + n)),
+            leaf=leaves,
+            leaf_hash=hashes,
+            ref=refs,
+            kind=[f[0] for f in fields],
+            actor=[f[1] for f in fields],
+            subject=[f[3] for f in fields],
+            copy=(entries_copy, nodes_copy),
+        )
 
 
 def _verified_frontier(conn: Connection, state: pgbatch.Locked) -> tuple[Frontier, bool]:

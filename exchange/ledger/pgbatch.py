@@ -79,6 +79,9 @@ class Columns:
     kind: list[str]
     actor: list[str]
     subject: list[str | None]
+    # The COPY data of these rows and of the batch's new subtree rows, when the C builder
+    # made them (header, rows, trailer: PostgreSQL's binary COPY format).
+    copy: tuple[bytes, bytes] | None = None
 
     @classmethod
     def empty(cls) -> Columns:
@@ -155,7 +158,10 @@ def write(
     """Copy in the batch's entries and subtree hashes, then move the head, drop the appended
     outbox rows and store ``checkpoint`` (size, root, note, time_ms), those three at once."""
     with raw.cursor() as cur:
-        if entries:
+        if entries.copy is not None:
+            with cur.copy(_COPY_ENTRIES) as copy:
+                copy.write(entries.copy[0])
+        elif entries:
             with cur.copy(_COPY_ENTRIES) as copy:
                 copy.set_types(_ENTRY_TYPES)
                 for row in zip(
@@ -169,7 +175,10 @@ def write(
                     strict=True,
                 ):
                     copy.write_row((*row, time_ms))
-        if nodes:
+        if nodes and entries.copy is not None:
+            with cur.copy(_COPY_NODES) as copy:
+                copy.write(entries.copy[1])
+        elif nodes:
             with cur.copy(_COPY_NODES) as copy:
                 copy.set_types(_NODE_TYPES)
                 for node in nodes:
