@@ -193,8 +193,19 @@ def test_bad_events_are_refused_before_anything_is_queued(node: Node) -> None:
         append_events(node, [Event(kind="pull", actor=7, outcome="ok")])  # type: ignore[arg-type]
     with pytest.raises(InvalidInput):
         append_events(node, [Event(kind="pull", actor="\ud800", outcome="ok")])
+
+    class Str(str):
+        pass
+
+    with pytest.raises(InvalidInput):  # a str subclass is not a plain str
+        append_events(node, [Event(kind="pull", actor=Str("bank"), outcome="ok")])
     assert append_events(node, []) == []
     assert _entries(node) == 0
+    # Not ASCII but encodable: accepted (and its batch is built by the Python loop).
+    assert append_events(node, [Event(kind="pull", actor="银行 \"a\"", outcome="ok")]) == [0]
+    with node.engine.connect() as conn:
+        leaf = conn.execute(select(LedgerEntry.leaf)).scalar_one()
+    assert decode_leaf(leaf).actor == '银行 "a"'
 
 
 def test_no_writer_means_ledger_unavailable(node: Node) -> None:
@@ -364,3 +375,35 @@ def test_outbox_events_awaited_on_an_event_loop(node: Node, database_url: str) -
     writer.stop()
     with pytest.raises(LedgerUnavailable, match="not running"):
         asyncio.run(writer.wait_async(["no-such-ref"]))
+
+
+def test_one_timer_a_loop_expires_only_the_late_and_forgets_the_loop() -> None:
+    """The asyncio callers' wait timeout: answered callers are never expired, unanswered
+    ones are, within ``every`` of their deadline; once nobody waits, the loop is forgotten
+    (a writer serving many short-lived loops keeps none of them)."""
+    from exchange.ledger.writer import _Deadlines
+
+    forgotten: list[object] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        d = _Deadlines(loop, 0.2, forgotten.append)
+        answered = [loop.create_future() for _ in range(3)]
+        late = [loop.create_future() for _ in range(2)]
+        started = time.monotonic()
+        for w in (answered[0], late[0], answered[1], late[1], answered[2]):
+            d.add(w)
+        await asyncio.sleep(0.05)
+        for w in answered:
+            w.set_result([1])
+        with pytest.raises(LedgerUnavailable, match="did not commit in time"):
+            await late[1]
+        waited = time.monotonic() - started
+        assert 0.2 <= waited < 0.2 + d.every + 0.2
+        assert late[0].done() and isinstance(late[0].exception(), LedgerUnavailable)
+        assert all(w.result() == [1] for w in answered)
+        while d.scheduled:
+            await asyncio.sleep(d.every)
+        assert forgotten == [loop] and not d.pending
+
+    asyncio.run(main())

@@ -164,11 +164,17 @@ def check_direct(event: Event) -> None:
     """
     if not isinstance(event, Event):
         raise InvalidInput(f"not a ledger Event: {type(event).__name__}")
-    fields = _flat_fields(event)
-    if fields is None:
-        raise InvalidInput("ledger event fields must be strings or None")
+    ascii_only = True
+    for value in _EVENT_VALUES(event):
+        if value is None:
+            continue
+        if type(value) is not str:
+            raise InvalidInput("ledger event fields must be strings or None")
+        ascii_only = ascii_only and value.isascii()
+    if ascii_only:
+        return  # (an ASCII string always encodes: only lone surrogates do not)
     try:
-        orjson.dumps(fields)
+        orjson.dumps(_flat_fields(event))
     except orjson.JSONEncodeError as e:  # lone surrogates
         raise InvalidInput(f"ledger event is not encodable as JSON: {e}") from e
 
