@@ -8,23 +8,22 @@ the pure-Python code they accelerate runs, which is the reference (same results,
 
 from setuptools import Extension, setup
 
+
+def _optional(name: str, source: str) -> Extension:
+    return Extension(
+        name,
+        [source],
+        libraries=["crypto"],
+        # SHA256_Init/Update/Final: deprecated in OpenSSL 3 in favour of EVP, kept here for
+        # their lower per-call cost on 65-byte nodes.
+        extra_compile_args=["-O3", "-Wall", "-Wno-deprecated-declarations"],
+        optional=True,
+    )
+
+
 setup(
     ext_modules=[
-        Extension(
-            "exchange.ledger.audit._native",
-            ["exchange/ledger/audit/_native.c"],
-            libraries=["crypto"],
-            # SHA256_Init/Update/Final: deprecated in OpenSSL 3 in favour of EVP, kept
-            # here for their lower per-call cost on 65-byte nodes.
-            extra_compile_args=["-O3", "-Wall", "-Wno-deprecated-declarations"],
-            optional=True,
-        ),
-        Extension(
-            "exchange.ledger._batch",
-            ["exchange/ledger/_batch.c"],
-            libraries=["crypto"],
-            extra_compile_args=["-O3", "-Wall", "-Wno-deprecated-declarations"],
-            optional=True,
-        ),
+        _optional("exchange.ledger.audit._native", "exchange/ledger/audit/_native.c"),
+        _optional("exchange.ledger._batch", "exchange/ledger/_batch.c"),
     ]
 )

@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
-import shutil
 import struct
-import sysconfig
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +24,7 @@ from hypothesis import strategies as st
 from exchange.ledger import append, merkle
 from exchange.ledger.append import Frontier, _Batch, _decomposition
 from exchange.ledger.leaf import KINDS, OUTCOMES, Event, encode_leaf
+from tests.helpers import assert_built_where_it_can_be
 
 NATIVE = append.native
 needs_native = pytest.mark.skipif(NATIVE is None, reason="the C builder is not built here")
@@ -41,19 +38,8 @@ SUBJECTS = [hashlib.sha256(f"s{i}".encode()).hexdigest() for i in range(6)]
 
 
 def test_the_c_builder_is_built_where_it_can_be() -> None:
-    """``make install`` builds it wherever a compiler and OpenSSL's headers are; a build
-    that failed silently (setup.py marks it optional) would leave the writer slower."""
-    if os.environ.get("CERTEX_LEDGER_NATIVE") == "0":
-        pytest.skip("CERTEX_LEDGER_NATIVE=0: the Python builder was asked for")
-    include = Path(sysconfig.get_paths()["include"])
-    can_build = (
-        shutil.which("cc") is not None
-        and (include / "Python.h").exists()
-        and Path("/usr/include/openssl/sha.h").exists()
-    )
-    if not can_build:
-        pytest.skip("no C compiler, Python headers or OpenSSL headers here")
-    assert NATIVE is not None, "the C builder was not built: pip install -e . and read why"
+    """``make install`` builds it wherever it can; without it the writer is slower."""
+    assert_built_where_it_can_be(NATIVE, "CERTEX_LEDGER_NATIVE", "the C builder")
 
 
 def _events(text: st.SearchStrategy[str]) -> st.SearchStrategy[Event]:
