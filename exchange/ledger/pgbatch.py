@@ -70,7 +70,7 @@ class Locked:
 
 @dataclass(slots=True)
 class Columns:
-    """A batch's ledger_entries rows, column by column (one array parameter each)."""
+    """A batch's ledger_entries rows, column by column (time_ms is the batch's own)."""
 
     idx: list[int]
     leaf: list[bytes]
