@@ -19,9 +19,9 @@ import time
 from collections.abc import Iterator
 
 from exchange.ledger import merkle
-from exchange.ledger.append import Frontier
 from exchange.ledger.checkpoint import Checkpoint, sign_checkpoint
 from exchange.ledger.leaf import Event, SubjectPseudonym, encode_leaf
+from exchange.ledger.leaves import Frontier
 from exchange.ledger.writer import ledger_signer, origin_of
 from exchange.node import Node
 

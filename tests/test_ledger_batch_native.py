@@ -1,6 +1,6 @@
 """The writer's C builder (``exchange.ledger._batch``) against the Python reference.
 
-``_Batch.columns`` computes a batch's leaves, hashes, back-pointers, frontier and new
+``LeafBatch.columns`` computes a batch's leaves, hashes, back-pointers, frontier and new
 subtree hashes in Python; the C builder does the same for batches whose every string is
 plain (printable ASCII without '"' or '\\'), and also writes their binary COPY data. Here
 both run over the same random batches and must end in exactly the same state; every leaf
@@ -21,12 +21,12 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from exchange.ledger import append, merkle
-from exchange.ledger.append import Frontier, _Batch, _decomposition
+from exchange.ledger import leaves, merkle
 from exchange.ledger.leaf import KINDS, OUTCOMES, Event, encode_leaf
+from exchange.ledger.leaves import Frontier, LeafBatch, decomposition
 from tests.helpers import assert_built_where_it_can_be
 
-NATIVE = append.native
+NATIVE = leaves.native
 needs_native = pytest.mark.skipif(NATIVE is None, reason="the C builder is not built here")
 
 PLAIN = st.text(
@@ -65,7 +65,7 @@ def _batches(draw: st.DrawFn, text: st.SearchStrategy[str] = PLAIN) -> dict[str,
     # only folds them).
     frontier = [
         (lvl, i, hashlib.sha256(f"{lvl}/{i}".encode()).digest())
-        for lvl, i in _decomposition(size)
+        for lvl, i in decomposition(size)
     ]
     events = draw(st.lists(_events(text), min_size=1, max_size=40))
     known = draw(st.dictionaries(st.sampled_from(SUBJECTS), st.none() | st.integers(0, 10**12)))
@@ -81,19 +81,19 @@ def _batches(draw: st.DrawFn, text: st.SearchStrategy[str] = PLAIN) -> dict[str,
     }
 
 
-def _run(spec: dict[str, Any], builder: Any) -> tuple[_Batch, Any]:
+def _run(spec: dict[str, Any], builder: Any) -> tuple[LeafBatch, Any]:
     spec = copy.deepcopy(spec)
     events = spec.pop("events")
-    batch = _Batch(**spec)
-    saved = append.native
-    append.native = builder
+    batch = LeafBatch(**spec)
+    saved = leaves.native
+    leaves.native = builder
     try:
         return batch, batch.columns(events)
     finally:
-        append.native = saved
+        leaves.native = saved
 
 
-def _state(batch: _Batch, cols: Any) -> tuple[Any, ...]:
+def _state(batch: LeafBatch, cols: Any) -> tuple[Any, ...]:
     rows = (cols.idx, cols.leaf, cols.leaf_hash, cols.ref, cols.kind, cols.actor, cols.subject)
     return (rows, batch.nodes, batch.frontier.nodes, batch.done, batch.size, batch.last_hash,
             batch.last_for_subject)
@@ -186,8 +186,8 @@ def test_anything_not_plain_is_left_to_python_unchanged(spec: dict[str, Any]) ->
                   e.reason, e.request_sha256)
     )
     before = copy.deepcopy(spec)
-    batch = _Batch(**{k: v for k, v in before.items() if k != "events"})
-    fields = [append._EVENT_VALUES(e) for _, e in spec["events"]]
+    batch = LeafBatch(**{k: v for k, v in before.items() if k != "events"})
+    fields = [leaves._EVENT_VALUES(e) for _, e in spec["events"]]
     out = NATIVE.leaves(  # type: ignore[union-attr]
         fields, [r for r, _ in spec["events"]], batch.size, batch.last_hash, batch.time_ms,
         batch.node, [None] * len(fields), list(batch.frontier.nodes),

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select, text
 
 from exchange.errors import InvalidInput, LedgerUnavailable
-from exchange.ledger import append
+from exchange.ledger import leaves
 from exchange.ledger.leaf import Event, decode_leaf, encode_leaf
 from exchange.ledger.service import (
     append_events,
@@ -181,7 +181,7 @@ def test_leaf_bytes_are_exactly_encode_leafs() -> None:
                 "prev": bytes(range(32)),
                 "prev_subject": prev_subject,
             }
-            assert append._leaf(event, **args) == encode_leaf(event, **args)  # type: ignore[arg-type]
+            assert leaves._leaf(event, **args) == encode_leaf(event, **args)  # type: ignore[arg-type]
 
 
 # -- failures: nobody is told an index that was not committed ---------------------------------

@@ -1,6 +1,6 @@
 /* A writer batch's leaves in C: exchange.ledger._batch.
  *
- * An optional accelerator for _Batch.columns in exchange/ledger/append.py, which stays the
+ * An optional accelerator for LeafBatch.columns in exchange/ledger/leaves.py, which stays the
  * reference. leaves() takes a batch's events as plain field tuples and does, for each in
  * index order, what the Python loop does: the leaf's canonical JSON, its RFC 6962 hash, the
  * hash chain, the frontier and the new subtree hashes — and it writes the PostgreSQL
@@ -378,7 +378,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_batch", "A writer batch's leaves in C (see append.py).", -1,
+    PyModuleDef_HEAD_INIT, "_batch", "A writer batch's leaves in C (see leaves.py).", -1,
     methods,
 };
 

@@ -12,21 +12,17 @@ under the lock.
 
 from __future__ import annotations
 
-import operator
-import os
-from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
-import orjson
 import psycopg
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
-from exchange.errors import InvalidInput, LedgerIntegrityError, VerificationFailed
+from exchange.errors import LedgerIntegrityError, VerificationFailed
 from exchange.ledger import merkle, pgbatch, store
 from exchange.ledger.backpointers import SubjectIndex
 from exchange.ledger.checkpoint import Checkpoint, sign_checkpoint
-from exchange.ledger.leaf import LEAF_VERSION, Event, encode_leaf
+from exchange.ledger.leaf import Event
+from exchange.ledger.leaves import Frontier, LeafBatch, decomposition
 from exchange.ledger.note import Signer
 from exchange.ledger.store import Coord
 from exchange.node import Node
@@ -55,128 +51,8 @@ _MOVE_HEAD = (
 )
 _DROP_OUTBOX = delete(LedgerOutbox).where(LedgerOutbox.seq.in_(bindparam("seqs", expanding=True)))
 _CHECKPOINT_INSERT = insert(LedgerCheckpoint)
-_EVENT_FIELDS = tuple(Event.__dataclass_fields__)
-# The C builder takes each event as this tuple, in this order.
-_EVENT_VALUES = operator.attrgetter(*_EVENT_FIELDS)
-_NATIVE_FIELDS = (
-    "kind", "actor", "outcome", "subject", "item", "certificate", "consent", "reason",
-    "request_sha256",
-)
-
-
-def _load_native() -> ModuleType | None:
-    """The writer's C builder, unless not built, ``CERTEX_LEDGER_NATIVE=0``, or the leaf
-    format is not the one it writes."""
-    if os.environ.get("CERTEX_LEDGER_NATIVE", "1") == "0":
-        return None
-    if _EVENT_FIELDS != _NATIVE_FIELDS or LEAF_VERSION != 1:
-        return None
-    try:
-        from exchange.ledger import _batch
-    except ImportError:
-        return None
-    return _batch
-
-
-native: ModuleType | None = _load_native()
 _ENTRY_COLUMNS = ("idx", "leaf", "leaf_hash", "ref", "kind", "actor", "subject", "time_ms")
 _NODE_COLUMNS = ("level", "idx", "hash")
-
-
-@dataclass
-class Frontier:
-    """The perfect subtrees of the binary decomposition of the tree, largest first."""
-
-    nodes: list[tuple[int, int, bytes]]  # (level, index at that level, hash)
-
-    def append(self, index: int, leaf_hash: bytes, new_nodes: list[tuple[int, int, bytes]]) -> None:
-        nodes = self.nodes
-        nodes.append((0, index, leaf_hash))
-        while len(nodes) > 1 and nodes[-1][0] == nodes[-2][0]:
-            lvl, _, right = nodes.pop()
-            _, left_idx, left = nodes.pop()
-            parent = (lvl + 1, left_idx >> 1, merkle.node_hash(left, right))
-            nodes.append(parent)
-            new_nodes.append(parent)
-
-    def root(self) -> bytes:
-        if not self.nodes:
-            return merkle.EMPTY_ROOT
-        acc = self.nodes[-1][2]
-        for _, _, h in reversed(self.nodes[:-1]):
-            acc = merkle.node_hash(h, acc)
-        return acc
-
-
-def _decomposition(size: int) -> list[tuple[int, int]]:
-    out, start = [], 0
-    for level in range(size.bit_length() - 1, -1, -1):
-        if size >> level & 1:
-            out.append((level, start >> level))
-            start += 1 << level
-    return out
-
-
-def _flat_fields(event: Event) -> dict[str, Any] | None:
-    """``event.to_json()`` when every field is a plain ``str`` or None (as Event declares),
-    built without ``dataclasses.asdict``'s deep copy; otherwise None."""
-    fields = {name: getattr(event, name) for name in _EVENT_FIELDS}
-    for value in fields.values():
-        if value is not None and type(value) is not str:
-            return None
-    return fields
-
-
-def _leaf(
-    event: Event, *, index: int, time_ms: int, node: str, prev: bytes, prev_subject: int | None
-) -> bytes:
-    """Exactly ``encode_leaf``'s bytes, cheaper in the common case.
-
-    ``canonical_json`` is a type walk followed by ``orjson.dumps(obj, OPT_SORT_KEYS)``. A leaf
-    whose event fields are all ``str``/None and whose own fields are ints, str and None passes
-    that walk by construction, so the same orjson call gives the same bytes; anything else
-    (and any string orjson refuses) goes through ``encode_leaf`` itself.
-    (tests/test_ledger_direct.py pins the equality.)
-    """
-    fields = _flat_fields(event)
-    if fields is not None and type(node) is str:
-        fields["v"] = LEAF_VERSION
-        fields["index"] = index
-        fields["time_ms"] = time_ms
-        fields["node"] = node
-        fields["prev"] = prev.hex()
-        fields["prev_subject"] = prev_subject
-        try:
-            return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
-        except orjson.JSONEncodeError:
-            pass
-    return encode_leaf(
-        event, index=index, time_ms=time_ms, node=node, prev=prev, prev_subject=prev_subject
-    )
-
-
-def check_direct(event: Event) -> None:
-    """Refuse, in the caller's thread, an event the writer could not encode as a leaf.
-
-    Stricter than the outbox, on purpose: a leaf whose ``actor`` is not a string would be
-    committed but fail ``decode_leaf`` in every audit, so direct events must hold only
-    ``str``/None (what :class:`Event` declares) that canonical JSON can encode.
-    """
-    if not isinstance(event, Event):
-        raise InvalidInput(f"not a ledger Event: {type(event).__name__}")
-    ascii_only = True
-    for value in _EVENT_VALUES(event):
-        if value is None:
-            continue
-        if type(value) is not str:
-            raise InvalidInput("ledger event fields must be strings or None")
-        ascii_only = ascii_only and value.isascii()
-    if ascii_only:
-        return  # (an ASCII string always encodes: only lone surrogates do not)
-    try:
-        orjson.dumps(_flat_fields(event))
-    except orjson.JSONEncodeError as e:  # lone surrogates
-        raise InvalidInput(f"ledger event is not encodable as JSON: {e}") from e
 
 
 class BatchAppender:
@@ -252,7 +128,7 @@ class BatchAppender:
         # 3. Leaves: chain, subject back-pointers, subtree hashes.
         events = [(ref, Event.from_json(event_json)) for _, ref, event_json in state.outbox]
         events += direct
-        batch = _Batch(
+        batch = LeafBatch(
             size=state.size,
             last_hash=state.last_hash,
             frontier=frontier,
@@ -374,105 +250,6 @@ class BatchAppender:
         )
 
 
-@dataclass
-class _Batch:
-    """The leaves of one batch, computed in index order."""
-
-    size: int
-    last_hash: bytes
-    frontier: Frontier
-    node: str
-    time_ms: int
-    last_for_subject: dict[str, int | None]
-    nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
-    done: dict[str, int] = field(default_factory=dict)
-
-    def columns(self, events: list[tuple[str, Event]]) -> pgbatch.Columns:
-        """ledger_entries rows in index order; fills ``nodes`` and ``done`` as it goes.
-        Through the C builder (:mod:`exchange.ledger._batch`) when it is built and every
-        event is plain; otherwise, and as the reference, in Python."""
-        if native is not None and events:
-            built = self._native_columns(native, events)
-            if built is not None:
-                return built
-        size, last_hash, time_ms, node = self.size, self.last_hash, self.time_ms, self.node
-        last_for_subject, done, frontier, nodes = (
-            self.last_for_subject,
-            self.done,
-            self.frontier,
-            self.nodes,
-        )
-        out = pgbatch.Columns.empty()
-        for ref, event in events:
-            subject = event.subject
-            leaf = _leaf(
-                event,
-                index=size,
-                time_ms=time_ms,
-                node=node,
-                prev=last_hash,
-                prev_subject=None if subject is None else last_for_subject[subject],
-            )
-            h = merkle.leaf_hash(leaf)
-            out.idx.append(size)
-            out.leaf.append(leaf)
-            out.leaf_hash.append(h)
-            out.ref.append(ref)
-            out.kind.append(event.kind)
-            out.actor.append(event.actor)
-            out.subject.append(subject)
-            frontier.append(size, h, nodes)
-            if subject is not None:
-                last_for_subject[subject] = size
-            done[ref] = size
-            size, last_hash = size + 1, h
-        self.size, self.last_hash = size, last_hash
-        return out
-
-    def _native_columns(
-        self, builder: ModuleType, events: list[tuple[str, Event]]
-    ) -> pgbatch.Columns | None:
-        """:meth:`columns` by the C builder, or None (nothing changed) when an event is not
-        plain. The back-pointers are worked out here first, as the Python loop does."""
-        size, last_for_subject = self.size, self.last_for_subject
-        learned: dict[str, int] = {}
-        prev_subjects: list[int | None] = []
-        for i, (_, event) in enumerate(events):
-            subject = event.subject
-            if subject is None:
-                prev_subjects.append(None)
-                continue
-            prev_subjects.append(
-                learned[subject] if subject in learned else last_for_subject[subject]
-            )
-            learned[subject] = size + i
-        fields = [_EVENT_VALUES(event) for _, event in events]
-        refs = [ref for ref, _ in events]
-        out = builder.leaves(
-            fields, refs, size, self.last_hash, self.time_ms, self.node, prev_subjects,
-            self.frontier.nodes,
-        )
-        if out is None:
-            return None
-        leaves, hashes, frontier, new_nodes, entries_copy, nodes_copy = out
-        self.frontier.nodes = frontier
-        self.nodes.extend(new_nodes)
-        last_for_subject.update(learned)
-        n = len(events)
-        self.done.update(zip(refs, range(size, size + n), strict=True))
-        self.size, self.last_hash = size + n, hashes[-1]
-        return pgbatch.Columns(
-            idx=list(range(size, size + n)),
-            leaf=leaves,
-            leaf_hash=hashes,
-            ref=refs,
-            kind=[f[0] for f in fields],
-            actor=[f[1] for f in fields],
-            subject=[f[3] for f in fields],
-            copy=(entries_copy, nodes_copy),
-        )
-
-
 def _verified_frontier(conn: Connection, state: pgbatch.Locked) -> tuple[Frontier, bool]:
     """The frontier of the stored tree at the head, checked; and whether the last signed
     checkpoint is at the head.
@@ -504,7 +281,7 @@ def _verified_frontier(conn: Connection, state: pgbatch.Locked) -> tuple[Frontie
     if (0, size) in stored:
         raise LedgerIntegrityError(f"entry {size} is stored past the ledger head")
     try:
-        frontier = Frontier([(lvl, i, stored[(lvl, i)]) for lvl, i in _decomposition(size)])
+        frontier = Frontier([(lvl, i, stored[(lvl, i)]) for lvl, i in decomposition(size)])
     except KeyError as e:
         raise LedgerIntegrityError(f"stored subtree {e} is missing") from e
     at_head = last_cp is not None and last_cp.size == size
@@ -516,7 +293,7 @@ def _verified_frontier(conn: Connection, state: pgbatch.Locked) -> tuple[Frontie
 def _probe(size: int) -> list[Coord]:
     """The stored hashes a batch at ``size`` reads: the leaves either side of the head and
     the frontier's subtrees (its leaf, if any, is the one before the head)."""
-    probe = [(0, size), *(c for c in _decomposition(size) if c[0])]
+    probe = [(0, size), *(c for c in decomposition(size) if c[0])]
     if size:
         probe.append((0, size - 1))
     return probe

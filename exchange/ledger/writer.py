@@ -41,8 +41,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from exchange.errors import LedgerIntegrityError, LedgerUnavailable
-from exchange.ledger.append import BatchAppender, check_direct
+from exchange.ledger.append import BatchAppender
 from exchange.ledger.leaf import Event
+from exchange.ledger.leaves import check_direct
 from exchange.ledger.note import Signer
 from exchange.node import Node
 from exchange.persistence.models import LedgerEntry, LedgerOutbox
