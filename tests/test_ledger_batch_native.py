@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from exchange.ledger import leaves, merkle
 from exchange.ledger.leaf import KINDS, OUTCOMES, Event, encode_leaf
-from exchange.ledger.leaves import Frontier, LeafBatch, decomposition
+from exchange.ledger.leaves import Frontier, LeafBatch
+from exchange.ledger.store import decomposition
 from tests.helpers import assert_built_where_it_can_be
 
 NATIVE = leaves.native
@@ -65,7 +66,7 @@ def _batches(draw: st.DrawFn, text: st.SearchStrategy[str] = PLAIN) -> dict[str,
     # only folds them).
     frontier = [
         (lvl, i, hashlib.sha256(f"{lvl}/{i}".encode()).digest())
-        for lvl, i in decomposition(size)
+        for lvl, i in decomposition(0, size)
     ]
     events = draw(st.lists(_events(text), min_size=1, max_size=40))
     known = draw(st.dictionaries(st.sampled_from(SUBJECTS), st.none() | st.integers(0, 10**12)))

@@ -22,7 +22,7 @@ from exchange.ledger import merkle, pgbatch, store
 from exchange.ledger.backpointers import SubjectIndex
 from exchange.ledger.checkpoint import Checkpoint, sign_checkpoint
 from exchange.ledger.leaf import Event
-from exchange.ledger.leaves import Frontier, LeafBatch, decomposition
+from exchange.ledger.leaves import Frontier, LeafBatch
 from exchange.ledger.note import Signer
 from exchange.ledger.store import Coord
 from exchange.node import Node
@@ -281,7 +281,7 @@ def _verified_frontier(conn: Connection, state: pgbatch.Locked) -> tuple[Frontie
     if (0, size) in stored:
         raise LedgerIntegrityError(f"entry {size} is stored past the ledger head")
     try:
-        frontier = Frontier([(lvl, i, stored[(lvl, i)]) for lvl, i in decomposition(size)])
+        frontier = Frontier([(lvl, i, stored[(lvl, i)]) for lvl, i in store.decomposition(0, size)])
     except KeyError as e:
         raise LedgerIntegrityError(f"stored subtree {e} is missing") from e
     at_head = last_cp is not None and last_cp.size == size
@@ -293,7 +293,7 @@ def _verified_frontier(conn: Connection, state: pgbatch.Locked) -> tuple[Frontie
 def _probe(size: int) -> list[Coord]:
     """The stored hashes a batch at ``size`` reads: the leaves either side of the head and
     the frontier's subtrees (its leaf, if any, is the one before the head)."""
-    probe = [(0, size), *(c for c in decomposition(size) if c[0])]
+    probe = [(0, size), *(c for c in store.decomposition(0, size) if c[0])]
     if size:
         probe.append((0, size - 1))
     return probe

@@ -72,15 +72,6 @@ class Frontier:
         return acc
 
 
-def decomposition(size: int) -> list[tuple[int, int]]:
-    out, start = [], 0
-    for level in range(size.bit_length() - 1, -1, -1):
-        if size >> level & 1:
-            out.append((level, start >> level))
-            start += 1 << level
-    return out
-
-
 def _flat_fields(event: Event) -> dict[str, Any] | None:
     """``event.to_json()`` when every field is a plain ``str`` or None (as Event declares),
     built without ``dataclasses.asdict``'s deep copy; otherwise None."""

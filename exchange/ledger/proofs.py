@@ -34,6 +34,7 @@ from exchange.ledger.receipt import make_receipt
 from exchange.ledger.store import (
     Coord,
     StoredCheckpoint,
+    decomposition,
     fetch_subtrees,
     missing_subtree,
     tree_size,
@@ -57,16 +58,6 @@ def _check_sizes(
 # -- inclusion proofs: planned, read once, verified -----------------------------------------
 
 
-def _decomposition(start: int, n: int) -> list[Coord]:
-    """merkle._decomposition's coordinates: the perfect subtrees of [start, start + n)."""
-    out: list[Coord] = []
-    for level in range(n.bit_length() - 1, -1, -1):
-        if n >> level & 1:
-            out.append((level, start >> level))
-            start += 1 << level
-    return out
-
-
 def inclusion_plan(index: int, size: int) -> list[list[Coord]]:
     """The subtrees each element of PATH(index, D[0:size]) folds, leaf side first.
 
@@ -81,7 +72,7 @@ def inclusion_plan(index: int, size: int) -> list[list[Coord]]:
         if index < start + k:
             m = n - k  # the right part; one perfect subtree unless on the ragged edge
             if m & (m - 1):
-                plan.append(_decomposition(start + k, m))
+                plan.append(decomposition(start + k, m))
             else:
                 level = m.bit_length() - 1
                 plan.append([(level, (start + k) >> level)])
@@ -117,7 +108,7 @@ def _proved(
     except KeyError as e:
         raise missing_subtree(*e.args[0]) from None
     if root is None:
-        root = _fold(_decomposition(0, size), hashes)
+        root = _fold(decomposition(0, size), hashes)
     leaf = hashes.get((0, index))
     if leaf is None:
         raise missing_subtree(0, index)
@@ -133,7 +124,7 @@ def _planned(index: int, size: int, root: bytes | None, wanted: set[Coord]) -> l
         wanted.update(coords)
     wanted.add((0, index))
     if root is None:
-        wanted.update(_decomposition(0, size))
+        wanted.update(decomposition(0, size))
     return plan
 
 

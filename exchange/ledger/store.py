@@ -75,6 +75,17 @@ def driver(conn: Connection) -> Iterator[psycopg.Connection[Any]]:
         raise
 
 
+def decomposition(start: int, n: int) -> list[Coord]:
+    """merkle._decomposition's coordinates: the perfect subtrees of [start, start + n),
+    largest first (for start 0, the frontier of a tree of size n)."""
+    out: list[Coord] = []
+    for level in range(n.bit_length() - 1, -1, -1):
+        if n >> level & 1:
+            out.append((level, start >> level))
+            start += 1 << level
+    return out
+
+
 # -- one statement for any set of stored hashes --------------------------------------------
 
 PG_HASHES_SQL: Final = (
