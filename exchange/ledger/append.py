@@ -303,13 +303,9 @@ def _insert_rows(
     conn: Connection, rows: pgbatch.Columns, time_ms: int, nodes: list[tuple[int, int, bytes]]
 ) -> None:
     """Insert entry rows, then ``nodes``, in the connection's transaction (SQLite)."""
-    entries = zip(
-        rows.idx, rows.leaf, rows.leaf_hash, rows.ref, rows.kind, rows.actor, rows.subject,
-        strict=True,
-    )
     conn.execute(
         insert(LedgerEntry),
-        [dict(zip(_ENTRY_COLUMNS, (*r, time_ms), strict=True)) for r in entries],
+        [dict(zip(_ENTRY_COLUMNS, r, strict=True)) for r in rows.rows(time_ms)],
     )
     if nodes:
         conn.execute(insert(LedgerNode), [dict(zip(_NODE_COLUMNS, r, strict=True)) for r in nodes])

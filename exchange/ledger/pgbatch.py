@@ -16,7 +16,7 @@ writes on either database.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -90,6 +90,14 @@ class Columns:
     def __len__(self) -> int:
         return len(self.idx)
 
+    def rows(self, time_ms: int) -> Iterator[tuple[Any, ...]]:
+        """The rows in ledger_entries' column order, ``time_ms`` last."""
+        for row in zip(
+            self.idx, self.leaf, self.leaf_hash, self.ref, self.kind, self.actor, self.subject,
+            strict=True,
+        ):
+            yield (*row, time_ms)
+
 
 def read(
     raw: psycopg.Connection[Any],
@@ -157,35 +165,32 @@ def write(
 ) -> None:
     """Copy in the batch's entries and subtree hashes, then move the head, drop the appended
     outbox rows and store ``checkpoint`` (size, root, note, time_ms), those three at once."""
+    entries_ready, nodes_ready = entries.copy or (None, None)
     with raw.cursor() as cur:
-        if entries.copy is not None:
-            with cur.copy(_COPY_ENTRIES) as copy:
-                copy.write(entries.copy[0])
-        elif entries:
-            with cur.copy(_COPY_ENTRIES) as copy:
-                copy.set_types(_ENTRY_TYPES)
-                for row in zip(
-                    entries.idx,
-                    entries.leaf,
-                    entries.leaf_hash,
-                    entries.ref,
-                    entries.kind,
-                    entries.actor,
-                    entries.subject,
-                    strict=True,
-                ):
-                    copy.write_row((*row, time_ms))
-        if nodes and entries.copy is not None:
-            with cur.copy(_COPY_NODES) as copy:
-                copy.write(entries.copy[1])
-        elif nodes:
-            with cur.copy(_COPY_NODES) as copy:
-                copy.set_types(_NODE_TYPES)
-                for node in nodes:
-                    copy.write_row(node)
+        if entries:
+            _copy_in(cur, _COPY_ENTRIES, _ENTRY_TYPES, entries_ready, entries.rows(time_ms))
+        if nodes:
+            _copy_in(cur, _COPY_NODES, _NODE_TYPES, nodes_ready, nodes)
     with raw.pipeline():
         raw.execute(_MOVE_HEAD, head)
         if drop:
             raw.execute(_DROP_OUTBOX, (list(drop),))
         if checkpoint is not None:
             raw.execute(_SIGNED, checkpoint)
+
+
+def _copy_in(
+    cur: psycopg.Cursor[Any],
+    sql: str,
+    types: list[str],
+    ready: bytes | None,
+    rows: Iterable[Sequence[Any]],
+) -> None:
+    """One binary COPY: the ``ready`` data when the C builder made it, else ``rows``."""
+    with cur.copy(sql) as copy:
+        if ready is not None:
+            copy.write(ready)
+            return
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
