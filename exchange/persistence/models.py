@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
     Text,
@@ -126,7 +127,12 @@ class LedgerEntry(Base):
     """One ledger leaf: the exact canonical bytes that were hashed, and columns to query by."""
 
     __tablename__ = "ledger_entries"
-    __table_args__ = (Index("ix_ledger_entries_subject", "subject", "idx"),)
+    __table_args__ = (
+        # On PostgreSQL the primary key's index also holds the leaf hashes, so that a
+        # proof's read is an index-only scan, not a random heap page (migration 0005).
+        PrimaryKeyConstraint("idx", name="ledger_entries_pkey", postgresql_include=["leaf_hash"]),
+        Index("ix_ledger_entries_subject", "subject", "idx"),
+    )
 
     idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     leaf: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,0 +1,113 @@
+"""The schema: what the alembic migrations build is what the models declare, both ways, and
+on PostgreSQL a proof's leaf-hash read never touches the ledger's heap (migration 0005)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, text
+
+from exchange.ledger import store
+from exchange.ledger.append import BatchAppender
+from exchange.ledger.leaf import Event
+from exchange.ledger.service import subject_pseudonym
+from exchange.ledger.writer import ledger_signer
+from exchange.node import Node
+from exchange.persistence.migrate import alembic_config
+from exchange.persistence.models import Base
+from tests import ledger_load as load
+from tests.conftest import BACKEND
+
+
+def _drift(url: str) -> list[Any]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
+    finally:
+        engine.dispose()
+
+
+def _pkey_include(url: str) -> list[str]:
+    """The columns the ledger_entries primary key's index carries beyond its key."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT a.attname FROM pg_index i, generate_subscripts(i.indkey, 1) AS k"
+                " JOIN pg_attribute a ON true"
+                " WHERE i.indexrelid = 'ledger_entries_pkey'::regclass"
+                " AND a.attrelid = i.indrelid AND a.attnum = i.indkey[k]"
+                " AND k >= i.indnkeyatts ORDER BY k"  # indkey's subscripts start at 0
+            ))
+            return [r[0] for r in rows]
+    finally:
+        engine.dispose()
+
+
+def test_migrations_build_what_the_models_declare(database_url: str) -> None:
+    assert _drift(database_url) == []
+    if BACKEND == "postgres":
+        assert _pkey_include(database_url) == ["leaf_hash"]
+
+
+def test_the_last_migration_goes_down_and_up_again(database_url: str) -> None:
+    cfg = alembic_config(database_url)
+    command.downgrade(cfg, "0004")
+    if BACKEND == "postgres":
+        assert _pkey_include(database_url) == []
+    command.upgrade(cfg, "head")
+    assert _drift(database_url) == []
+    if BACKEND == "postgres":
+        assert _pkey_include(database_url) == ["leaf_hash"]
+
+
+def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    out = [plan]
+    for child in plan.get("Plans", []):
+        out += _plan_nodes(child)
+    return out
+
+
+@pytest.mark.skipif(BACKEND != "postgres", reason="PostgreSQL's covering primary key")
+def test_a_proofs_leaf_hashes_come_from_the_index_alone(node: Node) -> None:
+    """After a vacuum (what autovacuum does to an insert-only table), the leaf hashes a proof
+    reads are an index-only scan with no heap fetch, and are the stored hashes."""
+    appender = BatchAppender(node, ledger_signer(node), max_batch=4096)
+    subject = subject_pseudonym(node, "covering-index")
+    events = [
+        (f"cover-{i:030d}", Event(kind="pull", actor="covering", outcome="granted",
+                                  subject=subject, request_sha256=load.request_sha("c", 0, i)))
+        for i in range(600)
+    ]
+    appender.run([], [])
+    for i in range(0, len(events), 200):
+        appender.run([], events[i : i + 200])
+    autocommit = node.engine.execution_options(isolation_level="AUTOCOMMIT")
+    with autocommit.connect() as conn:
+        conn.execute(text("VACUUM (ANALYZE) ledger_entries"))
+    with node.engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:  # type: ignore[union-attr]
+            cur.execute("SET LOCAL enable_seqscan = off")  # a 600-row table is one scan
+            cur.execute("SET LOCAL enable_bitmapscan = off")
+            params = {"leaves": [417, 416], "levels": [], "idxs": []}
+            cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + store.PG_HASHES_SQL, params)
+            row = cur.fetchone()
+            assert row is not None
+            plan = row[0] if isinstance(row[0], list) else json.loads(row[0])
+            scans = [n for n in _plan_nodes(plan[0]["Plan"])
+                     if n.get("Relation Name") == "ledger_entries"]
+            assert [(n["Node Type"], n.get("Index Name"), n.get("Heap Fetches")) for n in scans] == [
+                ("Index Only Scan", "ledger_entries_pkey", 0)
+            ]
+            cur.execute(store.PG_HASHES_SQL, params)
+            got = {int(i): bytes(h) for _, i, h in cur.fetchall()}
+        stored = dict(conn.execute(text(
+            "SELECT idx, leaf_hash FROM ledger_entries WHERE idx IN (416, 417)")).all())
+    assert got == {k: bytes(v) for k, v in stored.items()} and len(got) == 2
