@@ -163,6 +163,73 @@ def test_asyncio_callers_each_await_their_index(node: Node, database_url: str) -
     assert ledger.checkpoints - 1 <= total // 10
 
 
+def _batch_sizes(node: Node) -> list[int]:
+    sizes = _checkpoints(node)
+    return [b - a for a, b in zip(sizes, sizes[1:], strict=False)]
+
+
+def test_callers_who_come_straight_back_share_one_batch(node: Node, database_url: str) -> None:
+    """A batch waits (up to ``gather_wait``) for the callers the last batch answered, so a
+    closed loop of callers is not split into two half batches, each paying for a commit.
+    Cohort A's first appends wait in one batch for the lock while cohort B queues; after
+    that each batch carries B and A's callers, just answered, together."""
+    tasks, per_task = 20, 5
+    node.ledger = LedgerWriter(node, gather_wait=1.0)
+    node.ledger.start()
+    first = _checkpoints(node)[-1]
+
+    async def caller(t: int) -> list[int]:
+        return [(await append_events_async(node, [_event(node, "gather", t, i)]))[0]
+                for i in range(per_task)]
+
+    async def main() -> list[list[int]]:
+        with _ledger_locked(database_url):
+            a = [asyncio.create_task(caller(t)) for t in range(tasks)]
+            await asyncio.sleep(0.3)  # the writer holds cohort A, waiting for the lock
+            b = [asyncio.create_task(caller(t)) for t in range(tasks, 2 * tasks)]
+            await asyncio.sleep(0.3)  # cohort B queues behind it
+        return await asyncio.gather(*a, *b)
+
+    started = time.monotonic()
+    answered = asyncio.run(main())
+    # 0.6 s of sleeps, and only the last batch waits out its deadline (A has finished).
+    assert time.monotonic() - started < 0.6 + 2.0
+    ledger = load.audit(database_url, verifier_key(node))
+    assert sorted(i for told in answered for i in told) == list(range(first, ledger.size))
+    # Without the wait: A, B, A, B, … ten batches of 20.
+    assert _batch_sizes(node) == [tasks] + [2 * tasks] * (per_task - 1) + [tasks]
+
+
+def test_the_wait_for_callers_is_bounded_and_only_after_an_answer(node: Node) -> None:
+    """A caller that does not come back costs the next batch at most ``gather_wait``; an
+    append that comes after that deadline is not held at all."""
+    node.ledger = LedgerWriter(node, gather_wait=0.4)
+    node.ledger.start()
+
+    async def once(t: int) -> None:
+        await append_events_async(node, [_event(node, "bounded", t, 0)])
+
+    async def again(t: int, pause: float) -> float:
+        await append_events_async(node, [_event(node, "bounded", t, 0)])
+        await asyncio.sleep(pause)
+        started = time.monotonic()
+        await append_events_async(node, [_event(node, "bounded", t, 1)])  # alone
+        return time.monotonic() - started
+
+    async def main(pause: float) -> float:
+        # Both first appends are queued in one step of the loop, before the writer thread
+        # gets the GIL back: one batch answers two callers, of whom one comes back.
+        _, held = await asyncio.gather(once(int(pause * 100)), again(int(pause * 100) + 1, pause))
+        return held
+
+    held = asyncio.run(main(0.0))  # back at once: held until the deadline, for the other
+    assert _batch_sizes(node)[-2:] == [2, 1]
+    assert 0.3 <= held < 1.5
+    late = asyncio.run(main(0.45))  # back after the deadline: not held
+    assert _batch_sizes(node)[-2:] == [2, 1]
+    assert late < 0.3
+
+
 def test_leaf_bytes_are_exactly_encode_leafs() -> None:
     class Actor(str):
         pass

@@ -51,6 +51,9 @@ from exchange.persistence.models import LedgerEntry, LedgerOutbox
 log = logging.getLogger("certex.ledger")
 
 RECHECK_AFTER = 0.25  # seconds a caller waits on the writer before looking in the ledger
+# Seconds a batch may wait, after the last one answered its callers, for those callers to
+# come back (see LedgerWriter._loop): the most latency it adds to an append.
+GATHER_WAIT = 0.001
 _STOP = "__stop__"
 
 
@@ -157,10 +160,21 @@ def _settle(results: list[tuple[asyncio.Future[list[int]], list[int] | None, str
 class LedgerWriter:
     """A background thread that group-commits ledger entries for this process."""
 
-    def __init__(self, node: Node, *, max_batch: int = 4096, wait_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        node: Node,
+        *,
+        max_batch: int = 4096,
+        wait_timeout: float = 15.0,
+        gather_wait: float = GATHER_WAIT,
+    ) -> None:
         self._node = node
         self._max_batch = max_batch
         self._timeout = wait_timeout
+        self._gather_wait = gather_wait
+        # After a batch: until when, and for how many callers in all, the next one may wait
+        # (those queued when it answered, and those it answered).
+        self._recall = (0.0, 0)
         self._queue: queue.SimpleQueue[tuple[str, Future[int]] | _Direct | str] = (
             queue.SimpleQueue()
         )
@@ -333,6 +347,7 @@ class LedgerWriter:
             waiters: list[tuple[str, Future[int]]] = []
             direct: list[_Direct] = []
             stop, taken = False, 0
+            deadline, expected = self._recall
             while True:
                 if isinstance(item, _Direct):
                     direct.append(item)
@@ -347,7 +362,17 @@ class LedgerWriter:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
-                    break
+                    # The callers the last batch answered often come straight back (a task
+                    # appending in a loop, a thread serving the next request): give them
+                    # until the deadline, so that one batch and one commit carry them and
+                    # those who queued meanwhile, not two half batches.
+                    wait = deadline - time.monotonic()
+                    if stop or wait <= 0 or len(waiters) + len(direct) >= expected:
+                        break
+                    try:
+                        item = self._queue.get(timeout=wait)
+                    except queue.Empty:
+                        break
             self._serve(waiters, direct)
             if stop:
                 self._refuse_queued()
@@ -393,6 +418,11 @@ class LedgerWriter:
         except Exception as e:  # database down, lock timeout: fail these callers, keep going
             log.exception("ledger batch failed")
             error = f"the ledger could not commit: {e}"
+        # Counted before anyone is answered: an answered caller may be back at once.
+        self._recall = (
+            time.monotonic() + self._gather_wait,
+            self._queue.qsize() + len(waiters) + len(direct),
+        )
         # Each caller is answered from what committed: an index only for a committed entry.
         for ref, f in waiters:
             idx = committed.get(ref)
