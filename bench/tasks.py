@@ -59,12 +59,14 @@ def appends(callers: int, seconds: float, path: str = "outbox") -> dict[str, Any
     from exchange.node import Node
     from exchange.persistence.models import LedgerCheckpoint
     from exchange.settings import Settings
+    from gateway.app import freeze_startup_objects
 
     if path not in ("outbox", "direct"):
         raise SystemExit(f"unknown appends path {path!r}: outbox or direct")
     patches = apply()  # CERTEX_BENCH_PATCHES, for --experiments
     node = Node.open(Settings(), pool_size=callers + 2 if path == "outbox" else 4)
     writer = node.start_ledger()
+    freeze_startup_objects()  # as a served node does once started (gateway.app)
 
     def checkpoints() -> int:
         with node.engine.connect() as conn:
@@ -166,8 +168,10 @@ def inclusion(samples: int) -> dict[str, Any]:
     from exchange.ledger import merkle, proofs, store
     from exchange.node import Node
     from exchange.settings import Settings
+    from gateway.app import freeze_startup_objects
 
     node = Node.open(Settings(), pool_size=2)
+    freeze_startup_objects()  # as a served node does once started (gateway.app)
     rng = random.Random(1)  # bench sampling, not a secret
     times: list[float] = []
     try:

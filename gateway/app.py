@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -43,6 +44,16 @@ A province node of the cross-agency electronic certificate exchange (一网通�
 """
 
 
+def freeze_startup_objects() -> None:
+    """Move everything made so far — modules, the node, the app's routes and schemas, all
+    living as long as the process — out of the cyclic garbage collector's way. Its full
+    collections otherwise rescan them every few seconds under load (30-50 ms each on the
+    bench machine, the whole p99 of ledger appends); after this they scan only what requests
+    create. Objects frozen are still freed by reference counting."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(node: Node | None = None, settings: Settings | None = None) -> FastAPI:
     """Build the app around ``node`` (or one opened from ``settings``/the environment)."""
     own_node = node is None
@@ -54,6 +65,8 @@ def create_app(node: Node | None = None, settings: Settings | None = None) -> Fa
         # connection or churns overflow connections.
         to_thread.current_default_thread_limiter().total_tokens = the_node.settings.threads
         the_node.start_ledger()
+        if own_node:  # this process serves the node (not a test handing in its own)
+            freeze_startup_objects()
         yield
         if own_node:
             the_node.close()
