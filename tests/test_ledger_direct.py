@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from itertools import pairwise
 
 import pytest
 from sqlalchemy import select, text
@@ -165,7 +166,7 @@ def test_asyncio_callers_each_await_their_index(node: Node, database_url: str) -
 
 def _batch_sizes(node: Node) -> list[int]:
     sizes = _checkpoints(node)
-    return [b - a for a, b in zip(sizes, sizes[1:], strict=False)]
+    return [b - a for a, b in pairwise(sizes)]
 
 
 def test_callers_who_come_straight_back_share_one_batch(node: Node, database_url: str) -> None:
@@ -228,6 +229,23 @@ def test_the_wait_for_callers_is_bounded_and_only_after_an_answer(node: Node) ->
     late = asyncio.run(main(0.45))  # back after the deadline: not held
     assert _batch_sizes(node)[-2:] == [2, 1]
     assert late < 0.3
+
+
+def test_outbox_callers_are_not_waited_for(node: Node) -> None:
+    """An outbox caller's next event needs its own transaction to commit first, so a batch
+    never waits for the outbox callers the last one answered: a lone event after a batch
+    that answered eight is appended at once, whatever ``gather_wait`` is."""
+    node.ledger = LedgerWriter(node, gather_wait=2.0)
+    node.ledger.start()
+    with node.sessions.begin() as session:  # eight waiters, queued at once
+        for i in range(8):
+            log_event(session, node, _event(node, "outbox-nowait", 0, i))
+    assert commit_wait(node, session) == list(range(8))
+    started = time.monotonic()
+    with node.sessions.begin() as session:
+        log_event(session, node, _event(node, "outbox-nowait", 1, 0))
+    assert commit_wait(node, session) == [8]
+    assert time.monotonic() - started < 1.0
 
 
 def test_leaf_bytes_are_exactly_encode_leafs() -> None:

@@ -51,8 +51,8 @@ from exchange.persistence.models import LedgerEntry, LedgerOutbox
 log = logging.getLogger("certex.ledger")
 
 RECHECK_AFTER = 0.25  # seconds a caller waits on the writer before looking in the ledger
-# Seconds a batch may wait, after the last one answered its callers, for those callers to
-# come back (see LedgerWriter._loop): the most latency it adds to an append.
+# Seconds a batch may wait, after the last one answered its direct callers, for those callers
+# to come back (see LedgerWriter._loop): the most latency it adds to an append.
 GATHER_WAIT = 0.001
 _STOP = "__stop__"
 
@@ -173,7 +173,7 @@ class LedgerWriter:
         self._timeout = wait_timeout
         self._gather_wait = gather_wait
         # After a batch: until when, and for how many callers in all, the next one may wait
-        # (those queued when it answered, and those it answered).
+        # (those queued when it answered, and the direct callers it answered).
         self._recall = (0.0, 0)
         self._queue: queue.SimpleQueue[tuple[str, Future[int]] | _Direct | str] = (
             queue.SimpleQueue()
@@ -362,10 +362,10 @@ class LedgerWriter:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
-                    # The callers the last batch answered often come straight back (a task
-                    # appending in a loop, a thread serving the next request): give them
-                    # until the deadline, so that one batch and one commit carry them and
-                    # those who queued meanwhile, not two half batches.
+                    # The direct callers the last batch answered often come straight back
+                    # (a task or thread appending in a loop): give them until the deadline,
+                    # so that one batch and one commit carry them and those who queued
+                    # meanwhile, not two half batches.
                     wait = deadline - time.monotonic()
                     if stop or wait <= 0 or len(waiters) + len(direct) >= expected:
                         break
@@ -418,11 +418,10 @@ class LedgerWriter:
         except Exception as e:  # database down, lock timeout: fail these callers, keep going
             log.exception("ledger batch failed")
             error = f"the ledger could not commit: {e}"
-        # Counted before anyone is answered: an answered caller may be back at once.
-        self._recall = (
-            time.monotonic() + self._gather_wait,
-            self._queue.qsize() + len(waiters) + len(direct),
-        )
+        # Counted before anyone is answered: an answered caller may be back at once. Only
+        # direct callers count: an outbox caller's next event needs a transaction of its
+        # own to commit first, so it cannot be back within the wait.
+        self._recall = (time.monotonic() + self._gather_wait, self._queue.qsize() + len(direct))
         # Each caller is answered from what committed: an index only for a committed entry.
         for ref, f in waiters:
             idx = committed.get(ref)
