@@ -9,17 +9,18 @@ Two ways in, one chain:
   :meth:`LedgerWriter.append` (blocking, thread-safe) or :meth:`LedgerWriter.append_async`
   (awaitable); they go straight to the writer thread's in-memory queue.
 
-The writer thread takes every waiting caller, and under the database lock
-(``pg_advisory_xact_lock`` / ``BEGIN IMMEDIATE``) appends one batch (:mod:`.append`) — every
-committed outbox row in outbox order, then the direct events in submission order: leaves,
-hash chain, new subtree hashes, head, and a checkpoint signed only after checking that the
-stored tree it builds on still hashes to the last checkpoint signed; then commits, and only
-then answers the callers. A batch that does not commit answers nobody with an index.
-Several processes over one database still produce one linear chain: each batch starts from
-the head it reads under the lock. Outbox rows left by a process that died are appended by
-whichever writer runs next; direct events live only in this process's memory until their
-batch commits (a caller that was not answered with an index must assume its events were not
-logged, or — on a timeout — may not yet be).
+The writer thread takes every waiting caller — once the direct callers the last batch
+answered are back, or ``gather_wait`` (1 ms) after that answer, whichever comes first — and
+under the database lock (``pg_advisory_xact_lock`` / ``BEGIN IMMEDIATE``) appends one batch
+(:mod:`.append`) — every committed outbox row in outbox order, then the direct events in
+submission order: leaves, hash chain, new subtree hashes, head, and a checkpoint signed only
+after checking that the stored tree it builds on still hashes to the last checkpoint signed;
+then commits, and only then answers the callers. A batch that does not commit answers
+nobody with an index. Several processes over one database still produce one linear chain:
+each batch starts from the head it reads under the lock. Outbox rows left by a process that
+died are appended by whichever writer runs next; direct events live only in this process's
+memory until their batch commits (a caller that was not answered with an index must assume
+its events were not logged, or — on a timeout — may not yet be).
 """
 
 from __future__ import annotations
