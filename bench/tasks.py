@@ -6,6 +6,12 @@
     committing, and waiting on ``commit_wait`` — exactly what a request handler does.
     ``direct``: CALLERS asyncio tasks, each awaiting ``LedgerWriter.append_async`` for one
     event at a time (events not tied to a business transaction).
+``python -m bench.tasks appends CALLERS SECONDS direct phases``  the same, and where the
+    writer's batches went: per batch, the wall and writer-thread CPU time of the read under
+    the lock, the leaves, the writes and the whole transaction (commit included).
+``python -m bench.tasks writer-alone BATCH BATCHES``  the writer's batch code alone: BATCHES
+    ready batches of BATCH direct events through ``BatchAppender.run``, no callers in the
+    process — what one writer does when nothing else wants the interpreter.
 ``python -m bench.tasks inclusion SAMPLES``  ``exchange.ledger.proofs.inclusion`` latency for
     random indices in the whole tree, one connection, sequential calls.
 ``python -m bench.tasks audit DIR``  ``certex ledger export`` of the whole ledger to a file
@@ -19,6 +25,7 @@ The node comes from the ``CERTEX_*`` environment. Each prints one JSON line.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -26,6 +33,7 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +50,40 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def appends(callers: int, seconds: float, path: str = "outbox") -> dict[str, Any]:
+@contextlib.contextmanager
+def _phase_timers() -> Iterator[dict[str, list[float]]]:
+    """Wall and calling-thread CPU seconds (and calls) of the writer's batch phases while
+    the block runs: ``{phase: [wall, cpu, calls]}``."""
+    from exchange.ledger import append, leaves, pgbatch
+
+    spots = {"read": (pgbatch, "read"), "leaves": (leaves.LeafBatch, "columns"),
+             "write": (pgbatch, "write"), "transaction": (append.BatchAppender, "run")}
+    totals: dict[str, list[float]] = {k: [0.0, 0.0, 0.0] for k in spots}
+    saved = {k: getattr(owner, name) for k, (owner, name) in spots.items()}
+
+    def timed(label: str, f: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                return f(*a, **k)
+            finally:
+                t = totals[label]
+                t[0] += time.perf_counter() - t0
+                t[1] += time.thread_time() - c0
+                t[2] += 1
+        return wrapper
+
+    for label, (owner, name) in spots.items():
+        setattr(owner, name, timed(label, saved[label]))
+    try:
+        yield totals
+    finally:
+        for label, (owner, name) in spots.items():
+            setattr(owner, name, saved[label])
+
+
+def appends(callers: int, seconds: float, path: str = "outbox",
+            phases: bool = False) -> dict[str, Any]:
     """Durable ledger appends through one :class:`Node` and its group-commit writer.
 
     ``path="outbox"``: ``callers`` threads, each ``log_event`` in its own transaction, commit,
@@ -65,6 +106,8 @@ def appends(callers: int, seconds: float, path: str = "outbox") -> dict[str, Any
         raise SystemExit(f"unknown appends path {path!r}: outbox or direct")
     patches = apply()  # CERTEX_BENCH_PATCHES, for --experiments
     node = Node.open(Settings(), pool_size=callers + 2 if path == "outbox" else 4)
+    timers = contextlib.ExitStack()
+    totals = timers.enter_context(_phase_timers()) if phases else {}
     writer = node.start_ledger()
     freeze_startup_objects()  # as a served node does once started (gateway.app)
 
@@ -145,11 +188,14 @@ def appends(callers: int, seconds: float, path: str = "outbox") -> dict[str, Any
         pool[0].start()
     time.sleep(max(0.0, warm_end - time.perf_counter()))
     cp0, cpu0, t0 = checkpoints(), _cpu(), time.perf_counter()
+    phases0 = {k: list(v) for k, v in totals.items()}
     time.sleep(max(0.0, end - time.perf_counter()))
     cp1, cpu1, wall = checkpoints(), _cpu(), time.perf_counter() - t0
+    phases1 = {k: list(v) for k, v in totals.items()}
     for th in pool:
         th.join(timeout=30)
     node.close()
+    timers.close()
     done = sum(counts)
     lat = [x for w in waits for x in w]
     batches = max(1, cp1 - cp0)
@@ -161,7 +207,47 @@ def appends(callers: int, seconds: float, path: str = "outbox") -> dict[str, Any
             "p50_ms": _pct(lat, 50) * 1000, "p99_ms": _pct(lat, 99) * 1000,
             "batches": cp1 - cp0, "mean_batch": done / batches,
             "cpu_cores": (cpu1 - cpu0) / wall, "answered": len(told),
-            "errors": errors[:3], "patches": patches}
+            "errors": errors[:3], "patches": patches,
+            **({"phases_ms_per_batch": _per_batch(phases0, phases1)} if phases else {})}
+
+
+def _per_batch(before: dict[str, list[float]], after: dict[str, list[float]]) -> dict[str, Any]:
+    """Each phase's wall and CPU milliseconds per transaction between two snapshots."""
+    n = max(1.0, after["transaction"][2] - before["transaction"][2])
+    return {k: {"wall": (after[k][0] - before[k][0]) / n * 1000,
+                "cpu": (after[k][1] - before[k][1]) / n * 1000} for k in after}
+
+
+def writer_alone(batch: int, batches: int) -> dict[str, Any]:
+    """``batches`` batches of ``batch`` direct events, made beforehand, appended one after
+    another by a :class:`BatchAppender` — the writer's own code and the database, with no
+    callers in the process."""
+    from exchange.ledger.append import BatchAppender
+    from exchange.ledger.leaf import Event
+    from exchange.ledger.service import subject_pseudonym
+    from exchange.ledger.writer import ledger_signer
+    from exchange.node import Node
+    from exchange.settings import Settings
+    from gateway.app import freeze_startup_objects
+
+    node = Node.open(Settings(), pool_size=2)
+    appender = BatchAppender(node, ledger_signer(node), max_batch=max(batch, 1))
+    appender.run([], [])
+    subjects = [subject_pseudonym(node, f"bench-append-{i}") for i in range(256)]
+    prefix = hashlib.sha256(str(time.time_ns()).encode()).hexdigest()[:24]
+    work = [[(f"{prefix}{b * batch + j:012x}",
+              Event(kind="pull", actor="bench-appends", outcome="granted",
+                    subject=subjects[(b * batch + j) % len(subjects)],
+                    request_sha256=hashlib.sha256(f"alone/{b}/{j}".encode()).hexdigest()))
+             for j in range(batch)] for b in range(batches)]
+    freeze_startup_objects()
+    t0, c0 = time.perf_counter(), time.thread_time()
+    for events in work:
+        appender.run([], events)
+    wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+    node.close()
+    return {"batch": batch, "batches": batches, "per_s": batch * batches / wall,
+            "ms_per_batch": wall / batches * 1000, "cpu_ms_per_batch": cpu / batches * 1000}
 
 
 def inclusion(samples: int) -> dict[str, Any]:
@@ -380,7 +466,9 @@ def statements(world_path: Path) -> dict[str, Any]:
 def main() -> int:
     what, *args = sys.argv[1:]
     if what == "appends":
-        r = appends(int(args[0]), float(args[1]), *args[2:3])
+        r = appends(int(args[0]), float(args[1]), *args[2:3], phases="phases" in args[3:])
+    elif what == "writer-alone":
+        r = writer_alone(int(args[0]), int(args[1]))
     elif what == "inclusion":
         r = inclusion(int(args[0]))
     elif what == "audit":
