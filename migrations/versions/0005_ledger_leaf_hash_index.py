@@ -7,6 +7,9 @@ most proofs wait for the disk. With ``INCLUDE (leaf_hash)`` the primary key's in
 the hashes (≈ 65 bytes an entry), and a proof's read is an index-only scan wherever
 (auto)vacuum has marked the pages all-visible. SQLite keeps its table as it is.
 
+On an existing ledger this rebuilds the index under an exclusive lock on the table, so the
+writer waits meanwhile: 1.5 s for 1.95M entries on the bench machine.
+
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-05
