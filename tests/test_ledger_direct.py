@@ -466,13 +466,13 @@ def test_one_timer_a_loop_expires_only_the_late_and_forgets_the_loop() -> None:
     """The asyncio callers' wait timeout: answered callers are never expired, unanswered
     ones are, within ``every`` of their deadline; once nobody waits, the loop is forgotten
     (a writer serving many short-lived loops keeps none of them)."""
-    from exchange.ledger.writer import _Deadlines
+    from exchange.ledger.callers import Deadlines
 
     forgotten: list[object] = []
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        d = _Deadlines(loop, 0.2, forgotten.append)
+        d = Deadlines(loop, 0.2, forgotten.append)
         answered = [loop.create_future() for _ in range(3)]
         late = [loop.create_future() for _ in range(2)]
         started = time.monotonic()

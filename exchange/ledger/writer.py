@@ -26,14 +26,12 @@ its events were not logged, or — on a timeout — may not yet be).
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import logging
 import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -43,6 +41,7 @@ from sqlalchemy.orm import Session
 
 from exchange.errors import LedgerIntegrityError, LedgerUnavailable
 from exchange.ledger.append import BatchAppender
+from exchange.ledger.callers import Deadlines, Direct, answer
 from exchange.ledger.leaf import Event
 from exchange.ledger.leaves import check_direct
 from exchange.ledger.note import Signer
@@ -69,95 +68,6 @@ def ledger_signer(node: Node) -> Signer:
     return Signer(origin_of(node), key.private_key)
 
 
-class _Direct:
-    """Events handed to ``append``/``append_async``: one caller, answered all at once."""
-
-    __slots__ = ("events", "future", "loop", "refs", "waiter")
-
-    def __init__(
-        self,
-        events: list[Event],
-        future: Future[list[int]] | None = None,
-        waiter: asyncio.Future[list[int]] | None = None,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        self.events = events
-        self.future = future  # a blocking caller's
-        self.waiter = waiter  # an asyncio caller's, resolved on ``loop``
-        self.loop = loop
-        self.refs: list[str] = []
-
-    def take(self) -> bool:
-        """Claim the caller for a batch; False if it gave up first (its events are dropped)."""
-        if self.future is not None:
-            return self.future.set_running_or_notify_cancel()
-        # Read from the writer thread: a caller that times out just after this check gets
-        # LedgerUnavailable although its events are appended ("may still be appended").
-        return self.waiter is not None and not self.waiter.done()
-
-
-def _expire(waiter: asyncio.Future[list[int]]) -> None:
-    if not waiter.done():
-        waiter.set_exception(LedgerUnavailable("the ledger did not commit in time"))
-
-
-class _Deadlines:
-    """The asyncio callers of one event loop waiting on the writer, oldest first, with their
-    deadlines: one timer a loop that expires those past theirs (at most ``every`` late),
-    instead of a timer armed and cancelled for every call."""
-
-    __slots__ = ("every", "forget", "loop", "pending", "scheduled", "timeout")
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        timeout: float,
-        forget: Callable[[asyncio.AbstractEventLoop], object],
-    ) -> None:
-        self.loop = loop
-        self.timeout = timeout
-        self.every = min(0.25, timeout / 4)
-        self.forget = forget  # drops this loop's entry once nobody on it waits
-        self.pending: collections.deque[tuple[float, asyncio.Future[list[int]]]] = (
-            collections.deque()
-        )
-        self.scheduled = False
-
-    def add(self, waiter: asyncio.Future[list[int]]) -> None:
-        """On the loop: ``waiter`` expires ``timeout`` from now unless answered first."""
-        self.pending.append((time.monotonic() + self.timeout, waiter))
-        if not self.scheduled:
-            self.scheduled = True
-            self.loop.call_later(self.every, self.sweep)
-
-    def sweep(self) -> None:
-        # Every caller of a writer has the same timeout, so deadlines are in order.
-        now, pending = time.monotonic(), self.pending
-        while pending:
-            deadline, waiter = pending[0]
-            if not waiter.done():
-                if deadline > now:
-                    break
-                _expire(waiter)
-            pending.popleft()
-        if pending:
-            self.loop.call_later(self.every, self.sweep)
-        else:
-            self.scheduled = False
-            self.forget(self.loop)
-
-
-def _settle(results: list[tuple[asyncio.Future[list[int]], list[int] | None, str]]) -> None:
-    """On an asyncio caller's loop: hand every result of one batch to its waiter."""
-    for waiter, indices, error in results:
-        if waiter.done():  # timed out or cancelled meanwhile
-            continue
-        if indices is not None:
-            waiter.set_result(indices)
-        else:
-            waiter.set_exception(LedgerUnavailable(error))
-
-
 class LedgerWriter:
     """A background thread that group-commits ledger entries for this process."""
 
@@ -176,7 +86,7 @@ class LedgerWriter:
         # After a batch: until when, and for how many callers in all, the next one may wait
         # (those queued when it answered, and the direct callers it answered).
         self._recall = (0.0, 0)
-        self._queue: queue.SimpleQueue[tuple[str, Future[int]] | _Direct | str] = (
+        self._queue: queue.SimpleQueue[tuple[str, Future[int]] | Direct | str] = (
             queue.SimpleQueue()
         )
         self._thread: threading.Thread | None = None
@@ -186,7 +96,7 @@ class LedgerWriter:
         # writer's random 96-bit prefix and a counter, 36 characters as a UUID's text.
         self._ref_prefix = secrets.token_hex(12)
         self._ref_count = 0
-        self._deadlines: dict[asyncio.AbstractEventLoop, _Deadlines] = {}
+        self._deadlines: dict[asyncio.AbstractEventLoop, Deadlines] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -282,7 +192,7 @@ class LedgerWriter:
         if not batch:
             return []
         f: Future[list[int]] = Future()
-        self._queue.put(_Direct(batch, future=f))
+        self._queue.put(Direct(batch, future=f))
         try:
             return f.result(timeout=self._timeout)
         except FutureTimeout:
@@ -306,11 +216,11 @@ class LedgerWriter:
             return []
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[list[int]] = loop.create_future()
-        self._queue.put(_Direct(batch, waiter=waiter, loop=loop))
+        self._queue.put(Direct(batch, waiter=waiter, loop=loop))
         deadlines = self._deadlines.get(loop)
         if deadlines is None:
             deadlines = self._deadlines.setdefault(
-                loop, _Deadlines(loop, self._timeout, self._forget_loop)
+                loop, Deadlines(loop, self._timeout, self._forget_loop)
             )
         deadlines.add(waiter)
         return await waiter
@@ -346,11 +256,11 @@ class LedgerWriter:
         while True:
             item = self._queue.get()
             waiters: list[tuple[str, Future[int]]] = []
-            direct: list[_Direct] = []
+            direct: list[Direct] = []
             stop, taken = False, 0
             deadline, expected = self._recall
             while True:
-                if isinstance(item, _Direct):
+                if isinstance(item, Direct):
                     direct.append(item)
                     taken += len(item.events)
                 elif isinstance(item, tuple):
@@ -387,21 +297,21 @@ class LedgerWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Direct) and item.take():
-                self._answer_direct([item], {}, "the ledger writer has stopped")
+            if isinstance(item, Direct) and item.take():
+                answer([item], {}, "the ledger writer has stopped")
 
     def _next_refs(self, n: int) -> list[str]:
         first, self._ref_count = self._ref_count, self._ref_count + n
         prefix = self._ref_prefix
         return [f"{prefix}{i:012x}" for i in range(first, first + n)]
 
-    def _serve(self, waiters: list[tuple[str, Future[int]]], direct: list[_Direct]) -> None:
+    def _serve(self, waiters: list[tuple[str, Future[int]]], direct: list[Direct]) -> None:
         direct = [d for d in direct if d.take()]
         if self._halted:
             reason = f"the ledger writer has stopped: {self._halted}"
             for _, f in waiters:
                 f.set_exception(LedgerUnavailable(reason))
-            self._answer_direct(direct, {}, reason)
+            answer(direct, {}, reason)
             return
         pending: list[tuple[str, Event]] = []
         for d in direct:
@@ -432,31 +342,7 @@ class LedgerWriter:
                 f.set_exception(
                     LedgerUnavailable(error or f"event {ref} is not in the outbox or ledger")
                 )
-        self._answer_direct(direct, committed, error or "the events were not appended")
-
-    @staticmethod
-    def _answer_direct(direct: list[_Direct], committed: dict[str, int], error: str) -> None:
-        by_loop: dict[
-            asyncio.AbstractEventLoop,
-            list[tuple[asyncio.Future[list[int]], list[int] | None, str]],
-        ] = {}
-        for d in direct:
-            indices: list[int] | None
-            try:
-                indices = [committed[ref] for ref in d.refs]
-            except KeyError:
-                indices = None
-            if d.future is not None:
-                if indices is not None:
-                    d.future.set_result(indices)
-                else:
-                    d.future.set_exception(LedgerUnavailable(error))
-            elif d.waiter is not None and d.loop is not None:
-                by_loop.setdefault(d.loop, []).append((d.waiter, indices, error))
-        for loop, results in by_loop.items():
-            # A closed loop (RuntimeError) has nobody waiting any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, results)
+        answer(direct, committed, error or "the events were not appended")
 
 
 _OUTBOX_INSERT = insert(LedgerOutbox)  # built once; its values are bound per call
