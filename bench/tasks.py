@@ -35,7 +35,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from exchange.ledger.leaf import Event
+    from exchange.node import Node
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -82,6 +86,22 @@ def _phase_timers() -> Iterator[dict[str, list[float]]]:
             setattr(owner, name, saved[label])
 
 
+def _pull_events(node: Node) -> Callable[[int, str], Event]:
+    """The appends tasks' events: ``event(k, tag)`` is a granted pull by ``bench-appends``
+    about the k-th of 256 subjects (cyclically), its request hash made from ``tag``."""
+    from exchange.ledger.leaf import Event
+    from exchange.ledger.service import subject_pseudonym
+
+    subjects = [subject_pseudonym(node, f"bench-append-{i}") for i in range(256)]
+
+    def event(k: int, tag: str) -> Event:
+        return Event(kind="pull", actor="bench-appends", outcome="granted",
+                     subject=subjects[k % len(subjects)],
+                     request_sha256=hashlib.sha256(tag.encode()).hexdigest())
+
+    return event
+
+
 def appends(callers: int, seconds: float, path: str = "outbox",
             phases: bool = False) -> dict[str, Any]:
     """Durable ledger appends through one :class:`Node` and its group-commit writer.
@@ -95,8 +115,7 @@ def appends(callers: int, seconds: float, path: str = "outbox",
     from sqlalchemy import func, select
 
     from bench.experiments import apply
-    from exchange.ledger.leaf import Event
-    from exchange.ledger.service import commit_wait, log_event, subject_pseudonym
+    from exchange.ledger.service import commit_wait, log_event
     from exchange.node import Node
     from exchange.persistence.models import LedgerCheckpoint
     from exchange.settings import Settings
@@ -116,7 +135,7 @@ def appends(callers: int, seconds: float, path: str = "outbox",
             return int(conn.execute(select(func.count()).select_from(LedgerCheckpoint))
                        .scalar_one())
 
-    subjects = [subject_pseudonym(node, f"bench-append-{i}") for i in range(256)]
+    pull_event = _pull_events(node)
     warm_end = time.perf_counter() + 1.0
     end = warm_end + seconds
     counts = [0] * callers
@@ -125,9 +144,7 @@ def appends(callers: int, seconds: float, path: str = "outbox",
     errors: list[str] = []
 
     def event(t: int, i: int) -> Event:
-        return Event(kind="pull", actor="bench-appends", outcome="granted",
-                     subject=subjects[(t * 7 + i) % len(subjects)],
-                     request_sha256=hashlib.sha256(f"{path}/{t}/{i}".encode()).hexdigest())
+        return pull_event(t * 7 + i, f"{path}/{t}/{i}")
 
     def measured(t: int, t0: float, t1: float, indices: list[int]) -> None:
         answered[t] += indices
@@ -223,8 +240,6 @@ def writer_alone(batch: int, batches: int) -> dict[str, Any]:
     another by a :class:`BatchAppender` — the writer's own code and the database, with no
     callers in the process."""
     from exchange.ledger.append import BatchAppender
-    from exchange.ledger.leaf import Event
-    from exchange.ledger.service import subject_pseudonym
     from exchange.ledger.writer import ledger_signer
     from exchange.node import Node
     from exchange.settings import Settings
@@ -233,12 +248,9 @@ def writer_alone(batch: int, batches: int) -> dict[str, Any]:
     node = Node.open(Settings(), pool_size=2)
     appender = BatchAppender(node, ledger_signer(node), max_batch=max(batch, 1))
     appender.run([], [])
-    subjects = [subject_pseudonym(node, f"bench-append-{i}") for i in range(256)]
+    event = _pull_events(node)
     prefix = hashlib.sha256(str(time.time_ns()).encode()).hexdigest()[:24]
-    work = [[(f"{prefix}{b * batch + j:012x}",
-              Event(kind="pull", actor="bench-appends", outcome="granted",
-                    subject=subjects[(b * batch + j) % len(subjects)],
-                    request_sha256=hashlib.sha256(f"alone/{b}/{j}".encode()).hexdigest()))
+    work = [[(f"{prefix}{b * batch + j:012x}", event(b * batch + j, f"alone/{b}/{j}"))
              for j in range(batch)] for b in range(batches)]
     freeze_startup_objects()
     t0, c0 = time.perf_counter(), time.thread_time()
@@ -466,7 +478,8 @@ def statements(world_path: Path) -> dict[str, Any]:
 def main() -> int:
     what, *args = sys.argv[1:]
     if what == "appends":
-        r = appends(int(args[0]), float(args[1]), *args[2:3], phases="phases" in args[3:])
+        r = appends(int(args[0]), float(args[1]), args[2] if len(args) > 2 else "outbox",
+                    phases="phases" in args[3:])
     elif what == "writer-alone":
         r = writer_alone(int(args[0]), int(args[1]))
     elif what == "inclusion":
