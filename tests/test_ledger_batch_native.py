@@ -79,17 +79,19 @@ def _batches(draw: st.DrawFn, text: st.SearchStrategy[str] = PLAIN) -> dict[str,
         "time_ms": draw(st.integers(0, 2**53)),
         "last_for_subject": last_for_subject,
         "events": [(f"ref-{k:032d}", e) for k, e in enumerate(events)],
+        # The first ``stored`` events are outbox events: only their refs are stored.
+        "stored": draw(st.integers(0, len(events))),
     }
 
 
 def _run(spec: dict[str, Any], builder: Any) -> tuple[LeafBatch, Any]:
     spec = copy.deepcopy(spec)
-    events = spec.pop("events")
+    events, stored = spec.pop("events"), spec.pop("stored")
     batch = LeafBatch(**spec)
     saved = leaves.native
     leaves.native = builder
     try:
-        return batch, batch.columns(events)
+        return batch, batch.columns(events, stored)
     finally:
         leaves.native = saved
 
@@ -151,7 +153,8 @@ def test_the_c_builder_ends_where_python_does(spec: dict[str, Any]) -> None:
                            prev=prev, prev_subject=_prev_subject(spec, i))
         assert c_cols.leaf[i] == leaf
         assert c_cols.leaf_hash[i] == merkle.leaf_hash(leaf)
-        assert c_batch.done[ref] == index
+        assert c_batch.done[ref] == index  # every event's caller gets its index
+        assert c_cols.ref[i] == (ref if i < spec["stored"] else None)  # stored or not
         prev = c_cols.leaf_hash[i]
     # The COPY data is exactly those rows, and exactly the new subtree rows.
     entries, nodes = c_cols.copy
@@ -187,7 +190,7 @@ def test_anything_not_plain_is_left_to_python_unchanged(spec: dict[str, Any]) ->
                   e.reason, e.request_sha256)
     )
     before = copy.deepcopy(spec)
-    batch = LeafBatch(**{k: v for k, v in before.items() if k != "events"})
+    batch = LeafBatch(**{k: v for k, v in before.items() if k not in ("events", "stored")})
     fields = [leaves._EVENT_VALUES(e) for _, e in spec["events"]]
     out = NATIVE.leaves(  # type: ignore[union-attr]
         fields, [r for r, _ in spec["events"]], batch.size, batch.last_hash, batch.time_ms,
@@ -224,6 +227,8 @@ def test_each_kind_of_string_that_needs_escaping_is_declined(text: str) -> None:
         ([("pull",)], ["r"], 0, b"\0" * 32, 1, "31", [None], []),  # a short tuple
         ([("pull", "a", "ok", None, None, None, None, None, None)], [], 0, b"\0" * 32, 1, "31",
          [None], []),  # refs of another length
+        ([("pull", "a", "ok", None, None, None, None, None, None)], [5], 0, b"\0" * 32, 1, "31",
+         [None], []),  # a ref neither str nor None
         ([("pull", "a", "ok", None, None, None, None, None, None)], ["r"], 0, b"\0" * 31, 1,
          "31", [None], []),  # a 31-byte prev
         ([("pull", "a", "ok", None, None, None, None, None, None)], ["r"], -1, b"\0" * 32, 1,

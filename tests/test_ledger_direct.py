@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from itertools import pairwise
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import Connection, insert, select, text
+from sqlalchemy.exc import IntegrityError
 
 from exchange.errors import InvalidInput, LedgerUnavailable
 from exchange.ledger import leaves
@@ -31,7 +32,7 @@ from exchange.ledger.service import (
     subject_pseudonym,
     verifier_key,
 )
-from exchange.ledger.writer import LedgerWriter
+from exchange.ledger.writer import LedgerWriter, pending_refs
 from exchange.node import Node
 from exchange.persistence.db import make_engine
 from exchange.persistence.models import LedgerCheckpoint, LedgerEntry, LedgerHead, LedgerOutbox
@@ -138,6 +139,44 @@ def test_outbox_rows_come_first_then_direct_events_in_submission_order(node: Nod
         assert conn.scalars(select(LedgerOutbox.ref)).all() == []
     shas = [decode_leaf(bytes(leaf)).fields["request_sha256"] for leaf in leaves]
     assert shas[3:] == [e.request_sha256 for e in direct]
+
+
+def _ref_lookup_plan(conn: Connection, dialect: str) -> str:
+    """The plan of the statement a waiter looks for its refs with, as text."""
+    lookup = select(LedgerEntry.ref, LedgerEntry.idx).where(LedgerEntry.ref.in_(["a", "b"]))
+    sql = str(lookup.compile(conn, compile_kwargs={"literal_binds": True}))
+    if dialect == "postgresql":
+        conn.execute(text("SET LOCAL enable_seqscan = off"))  # a few rows are one scan
+        return "\n".join(conn.scalars(text("EXPLAIN " + sql)))
+    return "\n".join(str(r[-1]) for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
+
+
+def test_only_outbox_entries_store_their_ref(node: Node) -> None:
+    """A direct event's row stores no ref (its caller is answered from memory), so it costs
+    no entry in the unique index; an outbox entry keeps its ref, which stays unique and is
+    found through that index."""
+    node.start_ledger()
+    sessions = []
+    for i in range(3):
+        with node.sessions.begin() as session:
+            log_event(session, node, _event(node, "refs-o", 0, i))
+        sessions.append(session)
+    assert append_events(node, [_event(node, "refs-d", 0, i) for i in range(2)]) == [3, 4]
+    outbox_refs = [ref for s in sessions for ref in pending_refs(s)]
+    assert [commit_wait(node, s) for s in sessions] == [[0], [1], [2]]
+    assert append_events(node, [_event(node, "refs-d", 1, 0)]) == [5]
+    with node.engine.connect() as conn:
+        refs = conn.scalars(select(LedgerEntry.ref).order_by(LedgerEntry.idx)).all()
+        assert refs == [*outbox_refs, None, None, None]
+        assert "ledger_entries_ref_key" in _ref_lookup_plan(conn, node.engine.dialect.name)
+    # The index still refuses a second row with an outbox entry's ref.
+    with pytest.raises(IntegrityError), node.engine.begin() as conn:
+        conn.execute(
+            insert(LedgerEntry),
+            {"idx": 99, "leaf": b"x", "leaf_hash": b"\0" * 32, "ref": outbox_refs[0],
+             "kind": "pull", "actor": "dup", "subject": None, "time_ms": 0},
+        )
+    assert _entries(node) == 6
 
 
 def test_asyncio_callers_each_await_their_index(node: Node, database_url: str) -> None:

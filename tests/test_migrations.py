@@ -1,5 +1,6 @@
 """The schema: what the alembic migrations build is what the models declare, both ways, and
-on PostgreSQL a proof's leaf-hash read never touches the ledger's heap (migration 0005)."""
+on PostgreSQL a proof's leaf-hash read never touches the ledger's heap (migration 0005), and
+only outbox entries keep a ref under the unique index (migration 0006)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 from exchange.ledger import store
 from exchange.ledger.append import BatchAppender
 from exchange.ledger.leaf import Event
-from exchange.ledger.service import subject_pseudonym
+from exchange.ledger.service import log_event, subject_pseudonym
 from exchange.ledger.writer import ledger_signer
 from exchange.node import Node
 from exchange.persistence.migrate import alembic_config
@@ -50,14 +51,65 @@ def _pkey_include(url: str) -> list[str]:
         engine.dispose()
 
 
+def _ref_rule(url: str) -> tuple[bool, list[tuple[bool, str | None]]]:
+    """Whether ledger_entries.ref may be NULL, and each unique index on it (alone):
+    (unique, its WHERE clause)."""
+    engine = create_engine(url)
+    try:
+        insp = inspect(engine)
+        nullable = next(c["nullable"] for c in insp.get_columns("ledger_entries")
+                        if c["name"] == "ref")
+        rules = []
+        for ix in insp.get_indexes("ledger_entries"):
+            if ix["column_names"] == ["ref"] and "duplicates_constraint" not in ix:
+                where = ix.get("dialect_options", {}).get(f"{engine.dialect.name}_where")
+                rules.append((bool(ix["unique"]), None if where is None else str(where)))
+        rules += [(True, None) for uc in insp.get_unique_constraints("ledger_entries")
+                  if uc["column_names"] == ["ref"]]
+        return bool(nullable), sorted(rules, key=str)
+    finally:
+        engine.dispose()
+
+
 def test_migrations_build_what_the_models_declare(database_url: str) -> None:
     assert _drift(database_url) == []
     if BACKEND == "postgres":
         assert _pkey_include(database_url) == ["leaf_hash"]
+    nullable, rules = _ref_rule(database_url)
+    assert nullable and len(rules) == 1 and rules[0][0]
+    assert "ref IS NOT NULL" in (rules[0][1] or "")  # partial: outbox entries only
 
 
-def test_the_last_migration_goes_down_and_up_again(database_url: str) -> None:
+def _entries(url: str) -> list[tuple[int, str | None, bytes]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [(int(i), r, bytes(h)) for i, r, h in conn.execute(
+                text("SELECT idx, ref, leaf_hash FROM ledger_entries ORDER BY idx"))]
+    finally:
+        engine.dispose()
+
+
+def test_the_last_migrations_go_down_and_up_again(node: Node, database_url: str) -> None:
+    """Down to 0004 and up again, with outbox and direct entries in the ledger: each
+    migration's schema both ways, and no entry lost or changed (a direct entry's NULL ref
+    gets one of its own on the way down)."""
+    appender = BatchAppender(node, ledger_signer(node), max_batch=4096)
+    appender.run([], [])
+    ev = Event(kind="pull", actor="migrations", outcome="granted",
+               subject=subject_pseudonym(node, "migrations"))
+    with node.sessions.begin() as session:
+        ref = log_event(session, node, ev)
+    appender.run([ref], [(f"direct-{i}", ev) for i in range(3)])
+    node.close()
+    before = _entries(database_url)
+    assert [r for _, r, _ in before] == [ref, None, None, None]
     cfg = alembic_config(database_url)
+    command.downgrade(cfg, "0005")
+    assert _ref_rule(database_url) == (False, [(True, None)])
+    down = _entries(database_url)
+    assert [r for _, r, _ in down] == [ref, "direct-1", "direct-2", "direct-3"]
+    assert [(i, h) for i, _, h in down] == [(i, h) for i, _, h in before]
     command.downgrade(cfg, "0004")
     if BACKEND == "postgres":
         assert _pkey_include(database_url) == []
@@ -65,6 +117,8 @@ def test_the_last_migration_goes_down_and_up_again(database_url: str) -> None:
     assert _drift(database_url) == []
     if BACKEND == "postgres":
         assert _pkey_include(database_url) == ["leaf_hash"]
+    assert _ref_rule(database_url)[0]
+    assert _entries(database_url) == down  # refs stored before stay as they are
 
 
 def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:

@@ -155,7 +155,8 @@ typedef struct {
 } Node;
 
 /* leaves(fields, refs, start, prev, time_ms, node, prev_subjects, frontier)
- *   -> None | (leaves, hashes, frontier, new_nodes, entries_copy, nodes_copy) */
+ *   -> None | (leaves, hashes, frontier, new_nodes, entries_copy, nodes_copy)
+ * refs: each row's stored ref, a str or None (NULL). */
 static PyObject *
 leaves(PyObject *self, PyObject *args)
 {
@@ -203,8 +204,9 @@ leaves(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "prev_subjects: int or None");
             goto done;
         }
-        if (!PyUnicode_Check(PyList_GET_ITEM(refs, i))) {
-            PyErr_SetString(PyExc_ValueError, "refs: str");
+        PyObject *r = PyList_GET_ITEM(refs, i);
+        if (r != Py_None && !PyUnicode_Check(r)) {
+            PyErr_SetString(PyExc_ValueError, "refs: str or None");
             goto done;
         }
     }
@@ -301,10 +303,14 @@ leaves(PyObject *self, PyObject *args)
             goto done;
         PyList_SET_ITEM(hash_list, i, hb);
         /* The entry row: idx, leaf, leaf_hash, ref, kind, actor, subject, time_ms. */
-        Py_ssize_t ref_len;
-        const char *ref = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(refs, i), &ref_len);
-        if (ref == NULL)
-            goto done;
+        /* A ref of None (a direct event's: not stored) is a NULL. */
+        Py_ssize_t ref_len = 0;
+        const char *ref = NULL;
+        if (PyList_GET_ITEM(refs, i) != Py_None) {
+            ref = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(refs, i), &ref_len);
+            if (ref == NULL)
+                goto done;
+        }
         if (buf_be(&entries, 8, 2) < 0 || copy_int8(&entries, index) < 0 ||
             copy_field(&entries, leaf.p, leaf.n) < 0 || copy_field(&entries, h, HASH) < 0 ||
             copy_field(&entries, ref, ref_len) < 0 ||

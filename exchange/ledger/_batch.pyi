@@ -2,7 +2,7 @@
 
 def leaves(
     fields: list[tuple[str | None, ...]],
-    refs: list[str],
+    refs: list[str | None],
     start: int,
     prev: bytes,
     time_ms: int,

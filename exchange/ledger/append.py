@@ -99,7 +99,8 @@ class BatchAppender:
                                 LedgerEntry.ref.in_(missing)
                             )
                         ):
-                            found[ref] = idx
+                            if ref is not None:  # (always: matched by IN)
+                                found[ref] = idx
                 done.update(found)  # committed
                 self._subjects.committed()
                 self._head = self._next_head
@@ -141,7 +142,7 @@ class BatchAppender:
                 read=state.subjects,
             ),
         )
-        columns = batch.columns(events)
+        columns = batch.columns(events, stored=len(state.outbox))
         size, last_hash = batch.size, batch.last_hash
         self._subjects.appended((size, last_hash), batch.last_for_subject)
         self._next_head = (size, last_hash)

@@ -147,12 +147,15 @@ class LeafBatch:
     nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
     done: dict[str, int] = field(default_factory=dict)
 
-    def columns(self, events: list[tuple[str, Event]]) -> pgbatch.Columns:
-        """ledger_entries rows in index order; fills ``nodes`` and ``done`` as it goes.
-        Through the C builder (:mod:`exchange.ledger._batch`) when it is built and every
-        event is plain; otherwise, and as the reference, in Python."""
+    def columns(self, events: list[tuple[str, Event]], stored: int) -> pgbatch.Columns:
+        """ledger_entries rows in index order; fills ``nodes`` and ``done`` (every event's
+        ref) as it goes. The first ``stored`` events' refs are stored with their rows (the
+        outbox events': a waiter may look for them in the ledger); the rest (direct
+        events, answered from memory) are stored without one. Through the C builder
+        (:mod:`exchange.ledger._batch`) when it is built and every event is plain;
+        otherwise, and as the reference, in Python."""
         if native is not None and events:
-            built = self._native_columns(native, events)
+            built = self._native_columns(native, events, stored)
             if built is not None:
                 return built
         size, last_hash, time_ms, node = self.size, self.last_hash, self.time_ms, self.node
@@ -163,7 +166,7 @@ class LeafBatch:
             self.nodes,
         )
         out = pgbatch.Columns.empty()
-        for ref, event in events:
+        for k, (ref, event) in enumerate(events):
             subject = event.subject
             leaf = _leaf(
                 event,
@@ -177,7 +180,7 @@ class LeafBatch:
             out.idx.append(size)
             out.leaf.append(leaf)
             out.leaf_hash.append(h)
-            out.ref.append(ref)
+            out.ref.append(ref if k < stored else None)
             out.kind.append(event.kind)
             out.actor.append(event.actor)
             out.subject.append(subject)
@@ -190,7 +193,7 @@ class LeafBatch:
         return out
 
     def _native_columns(
-        self, builder: ModuleType, events: list[tuple[str, Event]]
+        self, builder: ModuleType, events: list[tuple[str, Event]], stored: int
     ) -> pgbatch.Columns | None:
         """:meth:`columns` by the C builder, or None (nothing changed) when an event is not
         plain. The back-pointers are worked out here first, as the Python loop does."""
@@ -208,8 +211,9 @@ class LeafBatch:
             learned[subject] = size + i
         fields = [_EVENT_VALUES(event) for _, event in events]
         refs = [ref for ref, _ in events]
+        kept: list[str | None] = [*refs[:stored], *([None] * (len(refs) - stored))]
         out = builder.leaves(
-            fields, refs, size, self.last_hash, self.time_ms, self.node, prev_subjects,
+            fields, kept, size, self.last_hash, self.time_ms, self.node, prev_subjects,
             self.frontier.nodes,
         )
         if out is None:
@@ -225,7 +229,7 @@ class LeafBatch:
             idx=list(range(size, size + n)),
             leaf=leaves,
             leaf_hash=hashes,
-            ref=refs,
+            ref=kept,
             kind=[f[0] for f in fields],
             actor=[f[1] for f in fields],
             subject=[f[3] for f in fields],

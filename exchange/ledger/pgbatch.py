@@ -75,7 +75,7 @@ class Columns:
     idx: list[int]
     leaf: list[bytes]
     leaf_hash: list[bytes]
-    ref: list[str]
+    ref: list[str | None]  # None: a direct event's (its ref is not stored)
     kind: list[str]
     actor: list[str]
     subject: list[str | None]

@@ -247,7 +247,8 @@ class LedgerWriter:
                 rows = conn.execute(
                     select(LedgerEntry.ref, LedgerEntry.idx).where(LedgerEntry.ref.in_(refs))
                 )
-                return {ref: idx for ref, idx in rows}  # noqa: C416  rows are Row, not tuple
+                # (a row matched by IN has a ref: only direct entries store none)
+                return {ref: idx for ref, idx in rows if ref is not None}
         except SQLAlchemyError:
             return {}  # the database is down: keep waiting for the writer until the deadline
 

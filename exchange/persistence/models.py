@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -132,12 +133,23 @@ class LedgerEntry(Base):
         # proof's read is an index-only scan, not a random heap page (migration 0005).
         PrimaryKeyConstraint("idx", name="ledger_entries_pkey", postgresql_include=["leaf_hash"]),
         Index("ix_ledger_entries_subject", "subject", "idx"),
+        # Only outbox entries keep their ref (a waiter may look for it in the ledger; two
+        # writers must never append one outbox row twice); a direct event's caller is
+        # answered from the writer's memory, so its row stores none, and costs no entry in
+        # this index (migration 0006).
+        Index(
+            "ledger_entries_ref_key",
+            "ref",
+            unique=True,
+            postgresql_where=text("ref IS NOT NULL"),
+            sqlite_where=text("ref IS NOT NULL"),
+        ),
     )
 
     idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     leaf: Mapped[bytes] = mapped_column(LargeBinary)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
-    ref: Mapped[str] = mapped_column(String(36), unique=True)
+    ref: Mapped[str | None] = mapped_column(String(36), nullable=True)
     kind: Mapped[str] = mapped_column(String(48))
     actor: Mapped[str] = mapped_column(String(80))
     subject: Mapped[str | None] = mapped_column(String(64), nullable=True)
