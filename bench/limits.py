@@ -1,8 +1,11 @@
 """The machine's own limits, measured in the same run as the node's figures.
 
 ``python -m bench.limits ed25519 | hashlib N | hashlib-export FILE | pg-insert URL
-ROWS_PER_BATCH SECONDS``, each printing one JSON line. Bare means bare: no framework, no ORM,
-no JSON (in the timed part).
+ROWS_PER_BATCH SECONDS | pg-insert-ledger-layout URL ROWS_PER_BATCH SECONDS``, each printing
+one JSON line. Bare means bare: no framework, no ORM, no JSON (in the timed part).
+``pg-insert-ledger-layout`` is not a machine limit but a reading aid: the raw COPY again,
+into a table with the ledger's own indexes, so that a report can say how much of the gap
+between appends and the raw limit the layout takes before the writer does anything.
 """
 
 from __future__ import annotations
@@ -151,6 +154,45 @@ def pg_insert(url: str, batch: int, seconds: float) -> dict[str, Any]:
     return out
 
 
+def pg_insert_ledger_layout(url: str, batch: int, seconds: float) -> dict[str, Any]:
+    """What the ledger's own table layout leaves of the raw limit: committed batches of rows
+    shaped as direct appends (~400-byte leaf, hash, no ref, a subject from 256 as in
+    ``bench.tasks appends``) by binary COPY into an empty table made ``LIKE ledger_entries
+    INCLUDING ALL`` — its primary key with the leaf hashes, the partial ref index and the
+    subject index — one connection, synchronous_commit on. No subtree rows, head, checkpoint,
+    lock or reads: only the entry rows a batch must write, into a table with no history."""
+    import psycopg
+
+    url = url.replace("postgresql+psycopg://", "postgresql://")
+    leaf = os.urandom(200).hex().encode()[:400]
+    subjects = [sha256(f"layout-{i}".encode()).hexdigest() for i in range(256)]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = on")
+        conn.execute("DROP TABLE IF EXISTS bench_layout")
+        conn.execute("CREATE TABLE bench_layout (LIKE ledger_entries INCLUDING ALL)")
+        indexes = conn.execute(
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'bench_layout'::regclass"
+        ).fetchone()[0]  # type: ignore[index]
+        idx, batches, t0 = 0, 0, time.perf_counter()
+        end = t0 + seconds
+        while time.perf_counter() < end:
+            rows = [(idx + j, leaf, sha256(leaf + str(idx + j).encode()).digest(), None, "pull",
+                     "bench-appends", subjects[(idx + j) % 256], 0) for j in range(batch)]
+            with conn.transaction(), conn.cursor() as cur, cur.copy(
+                "COPY bench_layout (idx, leaf, leaf_hash, ref, kind, actor, subject, time_ms)"
+                " FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["int8", "bytea", "bytea", "text", "text", "text", "text", "int8"])
+                for r in rows:
+                    copy.write_row(r)
+            idx += batch
+            batches += 1
+        wall = time.perf_counter() - t0
+        conn.execute("DROP TABLE bench_layout")
+    return {"batch": batch, "indexes": indexes, "rows_per_s": idx / wall,
+            "commit_ms": wall / batches * 1000}
+
+
 def main() -> int:
     what, *args = sys.argv[1:]
     if what == "ed25519":
@@ -161,6 +203,8 @@ def main() -> int:
         r = hashlib_chain_root_export(args[0])
     elif what == "pg-insert":
         r = pg_insert(args[0], int(args[1]), float(args[2]))
+    elif what == "pg-insert-ledger-layout":
+        r = pg_insert_ledger_layout(args[0], int(args[1]), float(args[2]))
     else:
         print(f"unknown limit {what}", file=sys.stderr)
         return 2
