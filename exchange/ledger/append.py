@@ -94,13 +94,7 @@ class BatchAppender:
                     # its callers time out (503) although their entries are committed.
                     missing = [r for r in refs if r not in done and r not in found]
                     if missing:
-                        for ref, idx in conn.execute(
-                            select(LedgerEntry.ref, LedgerEntry.idx).where(
-                                LedgerEntry.ref.in_(missing)
-                            )
-                        ):
-                            if ref is not None:  # (always: matched by IN)
-                                found[ref] = idx
+                        found.update(store.indices_of_refs(conn, missing))
                 done.update(found)  # committed
                 self._subjects.committed()
                 self._head = self._next_head

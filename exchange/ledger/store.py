@@ -75,6 +75,15 @@ def driver(conn: Connection) -> Iterator[psycopg.Connection[Any]]:
         raise
 
 
+def indices_of_refs(conn: Connection, refs: Iterable[str]) -> dict[str, int]:
+    """The ledger indices of those of ``refs`` (outbox events' refs) already appended. Only
+    outbox entries store a ref; a direct entry's is NULL and never matches."""
+    rows = conn.execute(
+        select(LedgerEntry.ref, LedgerEntry.idx).where(LedgerEntry.ref.in_(list(refs)))
+    )
+    return {ref: idx for ref, idx in rows if ref is not None}  # (IN never matches NULL)
+
+
 def decomposition(start: int, n: int) -> list[Coord]:
     """merkle._decomposition's coordinates: the perfect subtrees of [start, start + n),
     largest first (for start 0, the frontier of a tree of size n)."""

@@ -28,25 +28,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import secrets
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from exchange.errors import LedgerIntegrityError, LedgerUnavailable
+from exchange.ledger import store
 from exchange.ledger.append import BatchAppender
 from exchange.ledger.callers import Deadlines, Direct, answer
 from exchange.ledger.leaf import Event
 from exchange.ledger.leaves import check_direct
 from exchange.ledger.note import Signer
 from exchange.node import Node
-from exchange.persistence.models import LedgerEntry, LedgerOutbox
+from exchange.persistence.models import LedgerOutbox
 
 log = logging.getLogger("certex.ledger")
 
@@ -92,9 +92,8 @@ class LedgerWriter:
         self._thread: threading.Thread | None = None
         self._halted: str | None = None
         self._appender: BatchAppender | None = None
-        # Direct events get a ref like outbox events (ledger_entries.ref is unique): this
-        # writer's random 96-bit prefix and a counter, 36 characters as a UUID's text.
-        self._ref_prefix = secrets.token_hex(12)
+        # Direct events get a ref only to be told their indices by (it is not stored):
+        # "direct-" and a counter, never an outbox event's ref (a UUID) in the same batch.
         self._ref_count = 0
         self._deadlines: dict[asyncio.AbstractEventLoop, Deadlines] = {}
 
@@ -244,11 +243,7 @@ class LedgerWriter:
         try:
             with self._node.engine.connect() as conn:
                 conn.execution_options(sqlite_begin="BEGIN")  # a WAL read takes no lock
-                rows = conn.execute(
-                    select(LedgerEntry.ref, LedgerEntry.idx).where(LedgerEntry.ref.in_(refs))
-                )
-                # (a row matched by IN has a ref: only direct entries store none)
-                return {ref: idx for ref, idx in rows if ref is not None}
+                return store.indices_of_refs(conn, refs)
         except SQLAlchemyError:
             return {}  # the database is down: keep waiting for the writer until the deadline
 
@@ -303,8 +298,7 @@ class LedgerWriter:
 
     def _next_refs(self, n: int) -> list[str]:
         first, self._ref_count = self._ref_count, self._ref_count + n
-        prefix = self._ref_prefix
-        return [f"{prefix}{i:012x}" for i in range(first, first + n)]
+        return [f"direct-{i}" for i in range(first, first + n)]
 
     def _serve(self, waiters: list[tuple[str, Future[int]]], direct: list[Direct]) -> None:
         direct = [d for d in direct if d.take()]
