@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from hashlib import sha256
 from typing import Any
 
@@ -112,6 +113,37 @@ def hashlib_chain_root_export(path: str) -> dict[str, Any]:
             "leaf_bytes": sum(map(len, leaves)) / max(n, 1), "root": root.hex()}
 
 
+def _committed_batches(
+    conn: Any,
+    batch: int,
+    seconds: float,
+    rows_at: Callable[[int], list[tuple[Any, ...]]],
+    send: Callable[[Any, list[tuple[Any, ...]]], None],
+) -> tuple[float, float]:
+    """For ``seconds``, batches of ``batch`` rows (``rows_at(first index)``), each sent by
+    ``send(cursor, rows)`` in a transaction of its own and committed: rows/s and ms a batch."""
+    idx, batches, t0 = 0, 0, time.perf_counter()
+    end = t0 + seconds
+    while time.perf_counter() < end:
+        rows = rows_at(idx)
+        with conn.transaction(), conn.cursor() as cur:
+            send(cur, rows)
+        idx += batch
+        batches += 1
+    wall = time.perf_counter() - t0
+    return idx / wall, wall / batches * 1000
+
+
+def _binary_copy(sql: str, types: list[str]) -> Callable[[Any, list[tuple[Any, ...]]], None]:
+    def send(cur: Any, rows: list[tuple[Any, ...]]) -> None:
+        with cur.copy(sql) as copy:
+            copy.set_types(types)
+            for r in rows:
+                copy.write_row(r)
+
+    return send
+
+
 def pg_insert(url: str, batch: int, seconds: float) -> dict[str, Any]:
     """Committed batches of ledger-sized rows (bigint, ~400-byte leaf, 32-byte hash), one
     connection, synchronous_commit on: executemany (pipelined) and binary COPY."""
@@ -120,35 +152,28 @@ def pg_insert(url: str, batch: int, seconds: float) -> dict[str, Any]:
     url = url.replace("postgresql+psycopg://", "postgresql://")
     out: dict[str, Any] = {"batch": batch}
     leaf = os.urandom(200).hex().encode()[:400]
+
+    def rows_at(idx: int) -> list[tuple[Any, ...]]:
+        return [(idx + j, leaf, sha256(leaf + str(idx + j).encode()).digest())
+                for j in range(batch)]
+
+    def executemany(cur: Any, rows: list[tuple[Any, ...]]) -> None:
+        cur.executemany("INSERT INTO bench_raw (idx, leaf, leaf_hash) VALUES (%s, %s, %s)", rows)
+
+    sends = {"executemany": executemany,
+             "copy": _binary_copy("COPY bench_raw (idx, leaf, leaf_hash) FROM STDIN "
+                                  "(FORMAT BINARY)", ["int8", "bytea", "bytea"])}
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET synchronous_commit = on")
         out["fsync"] = conn.execute("SHOW fsync").fetchone()[0]  # type: ignore[index]
         out["synchronous_commit"] = conn.execute("SHOW synchronous_commit").fetchone()[0]  # type: ignore[index]
         out["wal_sync_method"] = conn.execute("SHOW wal_sync_method").fetchone()[0]  # type: ignore[index]
-        for mode in ("executemany", "copy"):
+        for mode, send in sends.items():
             conn.execute("DROP TABLE IF EXISTS bench_raw")
             conn.execute("CREATE TABLE bench_raw (idx bigint PRIMARY KEY, leaf bytea NOT NULL,"
                          " leaf_hash bytea NOT NULL)")
-            idx, batches, t0 = 0, 0, time.perf_counter()
-            end = t0 + seconds
-            while time.perf_counter() < end:
-                rows = [(idx + j, leaf, sha256(leaf + str(idx + j).encode()).digest())
-                        for j in range(batch)]
-                with conn.transaction(), conn.cursor() as cur:
-                    if mode == "executemany":
-                        cur.executemany("INSERT INTO bench_raw (idx, leaf, leaf_hash) "
-                                        "VALUES (%s, %s, %s)", rows)
-                    else:
-                        with cur.copy("COPY bench_raw (idx, leaf, leaf_hash) FROM STDIN "
-                                      "(FORMAT BINARY)") as copy:
-                            copy.set_types(["int8", "bytea", "bytea"])
-                            for r in rows:
-                                copy.write_row(r)
-                idx += batch
-                batches += 1
-            wall = time.perf_counter() - t0
-            out[f"{mode}_rows_per_s"] = idx / wall
-            out[f"{mode}_commit_ms"] = wall / batches * 1000
+            out[f"{mode}_rows_per_s"], out[f"{mode}_commit_ms"] = _committed_batches(
+                conn, batch, seconds, rows_at, send)
         conn.execute("DROP TABLE IF EXISTS bench_raw")
     out["rows_per_s"] = max(out["executemany_rows_per_s"], out["copy_rows_per_s"])
     return out
@@ -166,6 +191,16 @@ def pg_insert_ledger_layout(url: str, batch: int, seconds: float) -> dict[str, A
     url = url.replace("postgresql+psycopg://", "postgresql://")
     leaf = os.urandom(200).hex().encode()[:400]
     subjects = [sha256(f"layout-{i}".encode()).hexdigest() for i in range(256)]
+
+    def rows_at(idx: int) -> list[tuple[Any, ...]]:
+        return [(idx + j, leaf, sha256(leaf + str(idx + j).encode()).digest(), None, "pull",
+                 "bench-appends", subjects[(idx + j) % 256], 0) for j in range(batch)]
+
+    send = _binary_copy(
+        "COPY bench_layout (idx, leaf, leaf_hash, ref, kind, actor, subject, time_ms)"
+        " FROM STDIN (FORMAT BINARY)",
+        ["int8", "bytea", "bytea", "text", "text", "text", "text", "int8"],
+    )
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET synchronous_commit = on")
         conn.execute("DROP TABLE IF EXISTS bench_layout")
@@ -173,24 +208,9 @@ def pg_insert_ledger_layout(url: str, batch: int, seconds: float) -> dict[str, A
         indexes = conn.execute(
             "SELECT count(*) FROM pg_index WHERE indrelid = 'bench_layout'::regclass"
         ).fetchone()[0]  # type: ignore[index]
-        idx, batches, t0 = 0, 0, time.perf_counter()
-        end = t0 + seconds
-        while time.perf_counter() < end:
-            rows = [(idx + j, leaf, sha256(leaf + str(idx + j).encode()).digest(), None, "pull",
-                     "bench-appends", subjects[(idx + j) % 256], 0) for j in range(batch)]
-            with conn.transaction(), conn.cursor() as cur, cur.copy(
-                "COPY bench_layout (idx, leaf, leaf_hash, ref, kind, actor, subject, time_ms)"
-                " FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(["int8", "bytea", "bytea", "text", "text", "text", "text", "int8"])
-                for r in rows:
-                    copy.write_row(r)
-            idx += batch
-            batches += 1
-        wall = time.perf_counter() - t0
+        rows_per_s, commit_ms = _committed_batches(conn, batch, seconds, rows_at, send)
         conn.execute("DROP TABLE bench_layout")
-    return {"batch": batch, "indexes": indexes, "rows_per_s": idx / wall,
-            "commit_ms": wall / batches * 1000}
+    return {"batch": batch, "indexes": indexes, "rows_per_s": rows_per_s, "commit_ms": commit_ms}
 
 
 def main() -> int:
