@@ -5,13 +5,15 @@ only outbox entries keep a ref under the unique index (migration 0006)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import Engine, create_engine, inspect, text
 
 from exchange.ledger import store
 from exchange.ledger.append import BatchAppender
@@ -25,37 +27,38 @@ from tests import ledger_load as load
 from tests.conftest import BACKEND
 
 
-def _drift(url: str) -> list[Any]:
+@contextmanager
+def _engine(url: str) -> Iterator[Engine]:
+    """A short-lived engine of its own (disposed after), beside the node's."""
     engine = create_engine(url)
     try:
-        with engine.connect() as conn:
-            return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
+        yield engine
     finally:
         engine.dispose()
+
+
+def _drift(url: str) -> list[Any]:
+    with _engine(url) as engine, engine.connect() as conn:
+        return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
 
 
 def _pkey_include(url: str) -> list[str]:
     """The columns the ledger_entries primary key's index carries beyond its key."""
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT a.attname FROM pg_index i, generate_subscripts(i.indkey, 1) AS k"
-                " JOIN pg_attribute a ON true"
-                " WHERE i.indexrelid = 'ledger_entries_pkey'::regclass"
-                " AND a.attrelid = i.indrelid AND a.attnum = i.indkey[k]"
-                " AND k >= i.indnkeyatts ORDER BY k"  # indkey's subscripts start at 0
-            ))
-            return [r[0] for r in rows]
-    finally:
-        engine.dispose()
+    with _engine(url) as engine, engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT a.attname FROM pg_index i, generate_subscripts(i.indkey, 1) AS k"
+            " JOIN pg_attribute a ON true"
+            " WHERE i.indexrelid = 'ledger_entries_pkey'::regclass"
+            " AND a.attrelid = i.indrelid AND a.attnum = i.indkey[k]"
+            " AND k >= i.indnkeyatts ORDER BY k"  # indkey's subscripts start at 0
+        ))
+        return [r[0] for r in rows]
 
 
 def _ref_rule(url: str) -> tuple[bool, list[tuple[bool, str | None]]]:
     """Whether ledger_entries.ref may be NULL, and each unique index on it (alone):
     (unique, its WHERE clause)."""
-    engine = create_engine(url)
-    try:
+    with _engine(url) as engine:
         insp = inspect(engine)
         nullable = next(c["nullable"] for c in insp.get_columns("ledger_entries")
                         if c["name"] == "ref")
@@ -67,8 +70,6 @@ def _ref_rule(url: str) -> tuple[bool, list[tuple[bool, str | None]]]:
         rules += [(True, None) for uc in insp.get_unique_constraints("ledger_entries")
                   if uc["column_names"] == ["ref"]]
         return bool(nullable), sorted(rules, key=str)
-    finally:
-        engine.dispose()
 
 
 def test_migrations_build_what_the_models_declare(database_url: str) -> None:
@@ -81,13 +82,9 @@ def test_migrations_build_what_the_models_declare(database_url: str) -> None:
 
 
 def _entries(url: str) -> list[tuple[int, str | None, bytes]]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [(int(i), r, bytes(h)) for i, r, h in conn.execute(
-                text("SELECT idx, ref, leaf_hash FROM ledger_entries ORDER BY idx"))]
-    finally:
-        engine.dispose()
+    with _engine(url) as engine, engine.connect() as conn:
+        return [(int(i), r, bytes(h)) for i, r, h in conn.execute(
+            text("SELECT idx, ref, leaf_hash FROM ledger_entries ORDER BY idx"))]
 
 
 def test_the_last_migrations_go_down_and_up_again(node: Node, database_url: str) -> None:
