@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from itertools import pairwise
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, insert, select, text
@@ -238,6 +239,43 @@ def test_callers_who_come_straight_back_share_one_batch(node: Node, database_url
     assert sorted(i for told in answered for i in told) == list(range(first, ledger.size))
     # Without the wait: A, B, A, B, … ten batches of 20.
     assert _batch_sizes(node) == [tasks] + [2 * tasks] * (per_task - 1) + [tasks]
+
+
+class _CountedQueue:
+    """The writer's queue, counting the callers in each item put on it."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.items = real, []
+
+    def put(self, item: Any) -> None:
+        self.items.append(len(item) if isinstance(item, list) else 1)
+        self.real.put(item)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_one_loops_callers_reach_the_writer_in_one_hand_off(
+    node: Node, database_url: str
+) -> None:
+    """Callers that a loop runs in the same step are handed to the writer thread together:
+    one item on its queue and one wake-up, not one for each caller (each wake-up of the
+    writer thread took the GIL from the loop in the middle of the callers' burst)."""
+    node.start_ledger()
+    counted = _CountedQueue(node.ledger._queue)
+    node.ledger._queue = counted  # type: ignore[assignment]
+
+    events = [_event(node, "hand-off", t, 0) for t in range(50)]
+
+    async def main() -> list[list[int]]:
+        return await asyncio.gather(*(append_events_async(node, [e]) for e in events))
+
+    answered = {e.request_sha256 or "": i for e, [i] in zip(events, asyncio.run(main()), strict=True)}
+    assert counted.items == [50]
+    first = min(answered.values())
+    assert sorted(answered.values()) == list(range(first, first + 50))
+    ledger = load.audit(database_url, verifier_key(node))
+    load.assert_included(database_url, ledger, answered)
 
 
 def test_the_wait_for_callers_is_bounded_and_only_after_an_answer(node: Node) -> None:

@@ -86,7 +86,7 @@ class LedgerWriter:
         # After a batch: until when, and for how many callers in all, the next one may wait
         # (those queued when it answered, and the direct callers it answered).
         self._recall = (0.0, 0)
-        self._queue: queue.SimpleQueue[tuple[str, Future[int]] | Direct | str] = (
+        self._queue: queue.SimpleQueue[tuple[str, Future[int]] | Direct | list[Direct] | str] = (
             queue.SimpleQueue()
         )
         self._thread: threading.Thread | None = None
@@ -96,6 +96,9 @@ class LedgerWriter:
         # "direct-" and a counter, never an outbox event's ref (a UUID) in the same batch.
         self._ref_count = 0
         self._deadlines: dict[asyncio.AbstractEventLoop, Deadlines] = {}
+        # Each event loop's asyncio callers not yet handed to the writer thread: handed over
+        # together once the loop has run every task that was ready (see append_async).
+        self._outgoing: dict[asyncio.AbstractEventLoop, list[Direct]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -204,18 +207,26 @@ class LedgerWriter:
     async def append_async(self, events: Sequence[Event]) -> list[int]:
         """:meth:`append` for asyncio callers: awaits the batch without blocking the loop.
 
-        The writer thread answers through ``loop.call_soon_threadsafe``, once per loop per
-        batch. Cancelling the awaiting task drops the events if the writer has not taken
-        them yet; otherwise they are appended and the answer is discarded. The wait timeout
-        is kept by one timer per loop for all its callers (so it ends up to a quarter of a
-        second late, or a quarter of the timeout if that is shorter).
+        The callers of one loop are handed to the writer thread together, once the loop
+        has run every task that was ready when the first of them called (a loop answered by
+        a batch calls again all at once): one hand-off, and one wake-up of the writer
+        thread, instead of one for each caller. The writer thread answers through
+        ``loop.call_soon_threadsafe``, once per loop per batch. Cancelling the awaiting task
+        drops the events if the writer has not taken them yet; otherwise they are appended
+        and the answer is discarded. The wait timeout is kept by one timer per loop for all
+        its callers (so it ends up to a quarter of a second late, or a quarter of the
+        timeout if that is shorter).
         """
         batch = self._direct_request(events)
         if not batch:
             return []
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[list[int]] = loop.create_future()
-        self._queue.put(Direct(batch, waiter=waiter, loop=loop))
+        outgoing = self._outgoing.get(loop)
+        if outgoing is None:
+            outgoing = self._outgoing[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        outgoing.append(Direct(batch, waiter=waiter, loop=loop))
         deadlines = self._deadlines.get(loop)
         if deadlines is None:
             deadlines = self._deadlines.setdefault(
@@ -223,6 +234,10 @@ class LedgerWriter:
             )
         deadlines.add(waiter)
         return await waiter
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On ``loop``: its callers since the last hand-off go to the writer thread."""
+        self._queue.put(self._outgoing.pop(loop))
 
     def _forget_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._deadlines.pop(loop, None)
@@ -259,6 +274,9 @@ class LedgerWriter:
                 if isinstance(item, Direct):
                     direct.append(item)
                     taken += len(item.events)
+                elif isinstance(item, list):
+                    direct += item
+                    taken += sum(len(d.events) for d in item)
                 elif isinstance(item, tuple):
                     waiters.append(item)
                     taken += 1
@@ -293,8 +311,8 @@ class LedgerWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, Direct) and item.take():
-                answer([item], {}, "the ledger writer has stopped")
+            refused = [item] if isinstance(item, Direct) else item if isinstance(item, list) else []
+            answer([d for d in refused if d.take()], {}, "the ledger writer has stopped")
 
     def _next_refs(self, n: int) -> list[str]:
         first, self._ref_count = self._ref_count, self._ref_count + n
