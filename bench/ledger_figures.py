@@ -97,6 +97,16 @@ def ledger_figures(b: Bench, home: NodeHome, db: PgDatabase, world: dict[str, An
         + (f" = {layout['rows_per_s'] / raw_rate:.2f}× the raw limit, appends "
            f"{app['per_s'] / layout['rows_per_s']:.2f}× of it" if raw_rate else "")
     )
+    # How close the callers keep the lock busy: the writer's transaction holds it from the
+    # lock to the commit, so batches of this size cannot go faster than back to back.
+    held_note = (
+        f"; the writer's transaction (the lock held: reads, leaves, writes, commit) "
+        f"{app['transaction_ms']:.2f} ms a batch, so back to back at most "
+        f"≈ {app['back_to_back_per_s']:,.0f}/s"
+        + (f" = {app['back_to_back_per_s'] / raw_rate:.2f}× the raw limit" if raw_rate else "")
+        + f", appends {app['per_s'] / app['back_to_back_per_s']:.2f}× of that"
+        if app.get("back_to_back_per_s") else ""
+    )
     b.ratio_fig("ledger appends, durable, concurrent", app["per_s"], "appends/s",
                    b.raw.get("pg_insert_rate"), at_least=TARGETS["appends"],
                    limit_name="raw batched INSERT",
@@ -106,7 +116,7 @@ def ledger_figures(b: Bench, home: NodeHome, db: PgDatabase, world: dict[str, An
                         f"wait p50 {app['p50_ms']:.1f} ms p99 {app['p99_ms']:.1f} ms, "
                         f"process {app['cpu_cores']:.2f} cores; raw INSERT at the same "
                         f"batch size ({same} rows) {ins['rows_per_s']:,.0f} rows/s = "
-                        f"{app['per_s'] / ins['rows_per_s']:.2f}×" + layout_note
+                        f"{app['per_s'] / ins['rows_per_s']:.2f}×" + layout_note + held_note
                         + (f"; ERRORS {app['errors']}" if app["errors"] else ""))
     log(f"ledger appends, outbox: {m.append_threads} threads, {m.append_seconds} s")
     box = json_run([sys.executable, "-m", "bench.tasks", "appends",

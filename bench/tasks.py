@@ -6,6 +6,10 @@
     committing, and waiting on ``commit_wait`` — exactly what a request handler does.
     ``direct``: CALLERS asyncio tasks, each awaiting ``LedgerWriter.append_async`` for one
     event at a time (events not tied to a business transaction).
+    Either way it reports the writer's transaction (from the lock to the commit: how long
+    the lock is held) a batch, and the rate at which such transactions of the mean batch
+    could follow each other back to back — about the most any schedule of those batches
+    gets, since one writer at a time holds the lock.
 ``python -m bench.tasks appends CALLERS SECONDS direct phases``  the same, and where the
     writer's batches went: per batch, the wall and writer-thread CPU time of the read under
     the lock, the leaves, the writes and the whole transaction (commit included).
@@ -55,13 +59,15 @@ def _cpu() -> float:
 
 
 @contextlib.contextmanager
-def _phase_timers() -> Iterator[dict[str, list[float]]]:
+def _phase_timers(only: tuple[str, ...] | None = None) -> Iterator[dict[str, list[float]]]:
     """Wall and calling-thread CPU seconds (and calls) of the writer's batch phases while
-    the block runs: ``{phase: [wall, cpu, calls]}``."""
+    the block runs (``only`` those named): ``{phase: [wall, cpu, calls]}``."""
     from exchange.ledger import append, leaves, pgbatch
 
     spots = {"read": (pgbatch, "read"), "leaves": (leaves.LeafBatch, "columns"),
              "write": (pgbatch, "write"), "transaction": (append.BatchAppender, "run")}
+    if only is not None:
+        spots = {k: v for k, v in spots.items() if k in only}
     totals: dict[str, list[float]] = {k: [0.0, 0.0, 0.0] for k in spots}
     saved = {k: getattr(owner, name) for k, (owner, name) in spots.items()}
 
@@ -126,7 +132,9 @@ def appends(callers: int, seconds: float, path: str = "outbox",
     patches = apply()  # CERTEX_BENCH_PATCHES, for --experiments
     node = Node.open(Settings(), pool_size=callers + 2 if path == "outbox" else 4)
     timers = contextlib.ExitStack()
-    totals = timers.enter_context(_phase_timers()) if phases else {}
+    # The transaction (lock, reads, leaves, writes, commit) is always timed: its wall time
+    # a batch is how long the lock is held, so batch / that time bounds any schedule.
+    totals = timers.enter_context(_phase_timers(None if phases else ("transaction",)))
     writer = node.start_ledger()
     freeze_startup_objects()  # as a served node does once started (gateway.app)
 
@@ -219,13 +227,18 @@ def appends(callers: int, seconds: float, path: str = "outbox",
     told = [i for a in answered for i in a]
     if len(set(told)) != len(told):
         errors.append("an index was answered to two callers")
+    per_batch = _per_batch(phases0, phases1)
+    held_ms = per_batch["transaction"]["wall"]
     return {"path": path, "callers": callers, "threads": callers, "loop": loop_kind,
             "seconds": seconds, "appends": done, "per_s": done / seconds,
             "p50_ms": _pct(lat, 50) * 1000, "p99_ms": _pct(lat, 99) * 1000,
             "batches": cp1 - cp0, "mean_batch": done / batches,
             "cpu_cores": (cpu1 - cpu0) / wall, "answered": len(told),
             "errors": errors[:3], "patches": patches,
-            **({"phases_ms_per_batch": _per_batch(phases0, phases1)} if phases else {})}
+            # Lock held a batch; the rate if transactions of the mean batch ran back to back.
+            "transaction_ms": held_ms,
+            "back_to_back_per_s": done / batches / held_ms * 1000 if held_ms else 0.0,
+            **({"phases_ms_per_batch": per_batch} if phases else {})}
 
 
 def _per_batch(before: dict[str, list[float]], after: dict[str, list[float]]) -> dict[str, Any]:
