@@ -270,7 +270,8 @@ def test_one_loops_callers_reach_the_writer_in_one_hand_off(
     async def main() -> list[list[int]]:
         return await asyncio.gather(*(append_events_async(node, [e]) for e in events))
 
-    answered = {e.request_sha256 or "": i for e, [i] in zip(events, asyncio.run(main()), strict=True)}
+    told = asyncio.run(main())
+    answered = {e.request_sha256 or "": i for e, [i] in zip(events, told, strict=True)}
     assert counted.items == [50]
     first = min(answered.values())
     assert sorted(answered.values()) == list(range(first, first + 50))

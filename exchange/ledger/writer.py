@@ -344,7 +344,9 @@ class LedgerWriter:
             error = f"the ledger could not commit: {e}"
         # Counted before anyone is answered: an answered caller may be back at once. Only
         # direct callers count: an outbox caller's next event needs a transaction of its
-        # own to commit first, so it cannot be back within the wait.
+        # own to commit first, so it cannot be back within the wait. (A loop's hand-off
+        # still queued counts as one item, however many callers it holds: the wait may then
+        # end before everyone is back, never later.)
         self._recall = (time.monotonic() + self._gather_wait, self._queue.qsize() + len(direct))
         # Each caller is answered from what committed: an index only for a committed entry.
         for ref, f in waiters:
