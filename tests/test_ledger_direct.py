@@ -279,6 +279,35 @@ def test_one_loops_callers_reach_the_writer_in_one_hand_off(
     load.assert_included(database_url, ledger, answered)
 
 
+def test_callers_on_loops_in_two_threads_each_get_their_own_index(
+    node: Node, database_url: str
+) -> None:
+    """Each loop hands over its own callers (two loops in two threads at once, several
+    steps each): every caller is answered with its own index, all proven included."""
+    node.start_ledger()
+
+    def on_a_loop(tag: str) -> dict[str, int]:
+        async def caller(t: int) -> dict[str, int]:
+            told: dict[str, int] = {}
+            for i in range(3):
+                event = _event(node, tag, t, i, subjects=7)
+                [told[event.request_sha256 or ""]] = await append_events_async(node, [event])
+            return told
+
+        async def main() -> list[dict[str, int]]:
+            return await asyncio.gather(*(caller(t) for t in range(40)))
+
+        return {sha: i for told in asyncio.run(main()) for sha, i in told.items()}
+
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(on_a_loop, ["loop-a", "loop-b"])
+    answered = {**a, **b}
+    assert len(a) == len(b) == 120 and len(answered) == 240
+    assert len(set(answered.values())) == 240
+    ledger = load.audit(database_url, verifier_key(node))
+    load.assert_included(database_url, ledger, answered)
+
+
 def test_the_wait_for_callers_is_bounded_and_only_after_an_answer(node: Node) -> None:
     """A caller that does not come back costs the next batch at most ``gather_wait``; an
     append that comes after that deadline is not held at all."""
