@@ -86,7 +86,9 @@ class LedgerWriter:
         # After a batch: until when, and for how many callers in all, the next one may wait
         # (those queued when it answered, and the direct callers it answered).
         self._recall = (0.0, 0)
-        self._queue: queue.SimpleQueue[tuple[str, Future[int]] | Direct | list[Direct] | str] = (
+        # Outbox waiters (ref, future), direct callers (a list: one blocking caller, or an
+        # event loop's callers of one step) and the stop word.
+        self._queue: queue.SimpleQueue[tuple[str, Future[int]] | list[Direct] | str] = (
             queue.SimpleQueue()
         )
         self._thread: threading.Thread | None = None
@@ -194,7 +196,7 @@ class LedgerWriter:
         if not batch:
             return []
         f: Future[list[int]] = Future()
-        self._queue.put(Direct(batch, future=f))
+        self._queue.put([Direct(batch, future=f)])
         try:
             return f.result(timeout=self._timeout)
         except FutureTimeout:
@@ -271,10 +273,7 @@ class LedgerWriter:
             stop, taken = False, 0
             deadline, expected = self._recall
             while True:
-                if isinstance(item, Direct):
-                    direct.append(item)
-                    taken += len(item.events)
-                elif isinstance(item, list):
+                if isinstance(item, list):
                     direct += item
                     taken += sum(len(d.events) for d in item)
                 elif isinstance(item, tuple):
@@ -311,8 +310,8 @@ class LedgerWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return
-            refused = [item] if isinstance(item, Direct) else item if isinstance(item, list) else []
-            answer([d for d in refused if d.take()], {}, "the ledger writer has stopped")
+            if isinstance(item, list):
+                answer([d for d in item if d.take()], {}, "the ledger writer has stopped")
 
     def _next_refs(self, n: int) -> list[str]:
         first, self._ref_count = self._ref_count, self._ref_count + n
