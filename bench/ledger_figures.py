@@ -3,6 +3,7 @@ the ledger export and ``certex audit verify`` at the seeded size, and ledger app
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -107,6 +108,7 @@ def ledger_figures(b: Bench, home: NodeHome, db: PgDatabase, world: dict[str, An
         + f", appends {app['per_s'] / app['back_to_back_per_s']:.2f}× of that"
         if app.get("back_to_back_per_s") else ""
     )
+    cpu_note = _cpu_note(app.get("cpu_us"), b.raw["pg-insert"].get("cpu_us"), raw_rate)
     b.ratio_fig("ledger appends, durable, concurrent", app["per_s"], "appends/s",
                    b.raw.get("pg_insert_rate"), at_least=TARGETS["appends"],
                    limit_name="raw batched INSERT",
@@ -117,6 +119,7 @@ def ledger_figures(b: Bench, home: NodeHome, db: PgDatabase, world: dict[str, An
                         f"process {app['cpu_cores']:.2f} cores; raw INSERT at the same "
                         f"batch size ({same} rows) {ins['rows_per_s']:,.0f} rows/s = "
                         f"{app['per_s'] / ins['rows_per_s']:.2f}×" + layout_note + held_note
+                        + cpu_note
                         + (f"; ERRORS {app['errors']}" if app["errors"] else ""))
     log(f"ledger appends, outbox: {m.append_threads} threads, {m.append_seconds} s")
     box = json_run([sys.executable, "-m", "bench.tasks", "appends",
@@ -165,3 +168,20 @@ def _audit_cli(b: Bench, home: NodeHome, vkey: str) -> dict[str, Any] | None:
                               "entries": entries, "result": ok, "bare": bare}
     b.raw["audit_cli"] = result
     return result
+
+
+def _cpu_note(app: dict[str, float | None] | None, raw: dict[str, float | None] | None,
+              raw_rate: float | None) -> str:
+    """What the CPU an append costs allows: the node process's and the database backends'
+    µs an entry against a raw row's (its client's and its backend's), and the most appends
+    the machine's cores could make at that cost if every one of them were always busy."""
+    p, s = (app or {}).get("process"), (app or {}).get("server")
+    rc, rs = (raw or {}).get("client"), (raw or {}).get("server")
+    if p is None or s is None or rc is None or rs is None:
+        return ""  # the database is on another host: its backends' CPU is not ours to read
+    cores = len(os.sched_getaffinity(0))
+    most = cores * 1e6 / (p + s)
+    return (f"; CPU an append {p:.1f} µs in the process + {s:.1f} µs in PostgreSQL = "
+            f"{p + s:.1f} µs, a raw row's {rc:.1f} + {rs:.1f} = {rc + rs:.1f} µs "
+            f"({(p + s) / (rc + rs):.1f}×): with all {cores} cores always busy at most "
+            f"≈ {most:,.0f}/s" + (f" = {most / raw_rate:.2f}× the raw limit" if raw_rate else ""))

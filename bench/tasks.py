@@ -118,12 +118,13 @@ def appends(callers: int, seconds: float, path: str = "outbox",
     ``LedgerWriter.append_async`` for one event at a time — events that are not part of a
     business transaction. Either way a caller counts an append only once it holds its index,
     i.e. after the batch holding its entry committed."""
-    from sqlalchemy import func, select
+    from sqlalchemy import func, select, text
 
     from bench.experiments import apply
+    from bench.limits import backend_cpu, backend_cpu_spent
     from exchange.ledger.service import commit_wait, log_event
     from exchange.node import Node
-    from exchange.persistence.models import LedgerCheckpoint
+    from exchange.persistence.models import LedgerCheckpoint, LedgerHead
     from exchange.settings import Settings
     from gateway.app import freeze_startup_objects
 
@@ -131,6 +132,7 @@ def appends(callers: int, seconds: float, path: str = "outbox",
         raise SystemExit(f"unknown appends path {path!r}: outbox or direct")
     patches = apply()  # CERTEX_BENCH_PATCHES, for --experiments
     node = Node.open(Settings(), pool_size=callers + 2 if path == "outbox" else 4)
+    postgres = node.engine.dialect.name == "postgresql"
     timers = contextlib.ExitStack()
     # The transaction (lock, reads, leaves, writes, commit) is always timed: its wall time
     # a batch is how long the lock is held, so batch / that time bounds any schedule.
@@ -138,10 +140,21 @@ def appends(callers: int, seconds: float, path: str = "outbox",
     writer = node.start_ledger()
     freeze_startup_objects()  # as a served node does once started (gateway.app)
 
-    def checkpoints() -> int:
+    def checkpoints() -> tuple[int, int]:
+        """Checkpoints signed and entries in the ledger so far."""
         with node.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(LedgerCheckpoint))
-                       .scalar_one())
+            signed = conn.execute(select(func.count()).select_from(LedgerCheckpoint))
+            size = conn.execute(select(LedgerHead.size))
+            return int(signed.scalar_one()), int(size.scalar_one())
+
+    def backends() -> dict[int, float] | None:
+        """CPU seconds so far of every backend serving this database (the writer's among
+        them), when the server runs on this host."""
+        with node.engine.connect() as conn:
+            pids = conn.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND backend_type = 'client backend'")).scalars().all()
+        return backend_cpu(pids)
 
     pull_event = _pull_events(node)
     warm_end = time.perf_counter() + 1.0
@@ -212,10 +225,12 @@ def appends(callers: int, seconds: float, path: str = "outbox",
         pool = [threading.Thread(target=run_loop, daemon=True)]
         pool[0].start()
     time.sleep(max(0.0, warm_end - time.perf_counter()))
-    cp0, cpu0, t0 = checkpoints(), _cpu(), time.perf_counter()
+    pg0 = backends() if postgres else None
+    (cp0, size0), cpu0, t0 = checkpoints(), _cpu(), time.perf_counter()
     phases0 = {k: list(v) for k, v in totals.items()}
     time.sleep(max(0.0, end - time.perf_counter()))
-    cp1, cpu1, wall = checkpoints(), _cpu(), time.perf_counter() - t0
+    (cp1, size1), cpu1, wall = checkpoints(), _cpu(), time.perf_counter() - t0
+    pg_cpu = backend_cpu_spent(pg0, backends()) if postgres else None
     phases1 = {k: list(v) for k, v in totals.items()}
     for th in pool:
         th.join(timeout=30)
@@ -229,6 +244,9 @@ def appends(callers: int, seconds: float, path: str = "outbox",
         errors.append("an index was answered to two callers")
     per_batch = _per_batch(phases0, phases1)
     held_ms = per_batch["transaction"]["wall"]
+    # CPU an entry appended in the window (the head moved by that many), in this process
+    # and in the database's backends.
+    entries = max(1, size1 - size0)
     return {"path": path, "callers": callers, "threads": callers, "loop": loop_kind,
             "seconds": seconds, "appends": done, "per_s": done / seconds,
             "p50_ms": _pct(lat, 50) * 1000, "p99_ms": _pct(lat, 99) * 1000,
@@ -237,6 +255,9 @@ def appends(callers: int, seconds: float, path: str = "outbox",
             "errors": errors[:3], "patches": patches,
             # Lock held a batch; the rate if transactions of the mean batch ran back to back.
             "transaction_ms": held_ms,
+            # CPU µs an entry: this process (callers and writer) and the database's backends.
+            "cpu_us": {"process": (cpu1 - cpu0) / entries * 1e6,
+                       "server": None if pg_cpu is None else pg_cpu / entries * 1e6},
             "back_to_back_per_s": done / batches / held_ms * 1000 if held_ms else 0.0,
             **({"phases_ms_per_batch": per_batch} if phases else {})}
 
