@@ -9,7 +9,9 @@
     Either way it reports the writer's transaction (from the lock to the commit: how long
     the lock is held) a batch, and the rate at which such transactions of the mean batch
     could follow each other back to back — about the most any schedule of those batches
-    gets, since one writer at a time holds the lock.
+    gets, since one writer at a time holds the lock — and the CPU µs an appended entry cost
+    in this process and in the database's backends (those read from ``/proc``: only when
+    the server runs on this host).
 ``python -m bench.tasks appends CALLERS SECONDS direct phases``  the same, and where the
     writer's batches went: per batch, the wall and writer-thread CPU time of the read under
     the lock, the leaves, the writes and the whole transaction (commit included).
