@@ -26,6 +26,10 @@ from exchange.errors import LedgerIntegrityError
 from exchange.ledger import store
 from exchange.ledger.store import Coord, StoredCheckpoint
 
+# The batch's statements are prepared (psycopg, from their fifth run) and their plans never
+# depend on the values: without this the hashes' read, whose arrays a custom plan can count,
+# was planned afresh at every batch (its bind 0.14 ms a batch against 0.035 with it).
+_GENERIC: Final = "SET LOCAL plan_cache_mode = force_generic_plan"
 _LOCK: Final = "SELECT pg_advisory_xact_lock(%s)"
 _HEAD: Final = "SELECT size, last_hash FROM ledger_head WHERE id = 1"
 _OUTBOX: Final = "SELECT seq, ref, event FROM ledger_outbox ORDER BY seq LIMIT %s"
@@ -107,7 +111,8 @@ def read(
     probe: tuple[int, Sequence[Coord]] | None,
     subjects: Sequence[str],
 ) -> Locked:
-    """Take the advisory lock, then read the head, up to ``limit`` outbox rows, the latest
+    """For this transaction, keep the prepared statements' generic plans; take the advisory
+    lock, then read the head, up to ``limit`` outbox rows, the latest
     checkpoint, the stored hashes ``probe`` = (expected size, coordinates) names, and the
     latest index of each of ``subjects`` and of the subjects of those outbox rows — all
     sent at once, executed in that order under the lock. The hashes are kept only if the
@@ -116,6 +121,7 @@ def read(
     leaves = [i for lvl, i in coords if lvl == 0]
     inner = [(lvl, i) for lvl, i in coords if lvl]
     with raw.pipeline():
+        raw.execute(_GENERIC)
         raw.execute(_LOCK, (lock_key,))
         head = raw.execute(_HEAD, binary=True)
         outbox = raw.execute(_OUTBOX, (limit,), binary=True)
