@@ -14,9 +14,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from hashlib import sha256
-from pathlib import Path
 from typing import Any
 
 
@@ -114,31 +113,6 @@ def hashlib_chain_root_export(path: str) -> dict[str, Any]:
             "leaf_bytes": sum(map(len, leaves)) / max(n, 1), "root": root.hex()}
 
 
-def backend_cpu(pids: Iterable[int]) -> dict[int, float] | None:
-    """CPU seconds (user + system) each PostgreSQL backend has used so far — None when
-    the server is not on this host (a pid here that is not a ``postgres`` process)."""
-    from bench.procs import cpu_seconds
-
-    out: dict[int, float] = {}
-    for pid in pids:
-        try:
-            if not Path(f"/proc/{pid}/comm").read_text().startswith("postgres"):
-                return None
-        except OSError:
-            return None
-        out[pid] = cpu_seconds(pid)
-    return out
-
-
-def backend_cpu_spent(before: dict[int, float] | None,
-                      after: dict[int, float] | None) -> float | None:
-    """CPU seconds the backends used between two :func:`backend_cpu` readings (a backend
-    that was not there before counts from its start)."""
-    if before is None or after is None:
-        return None
-    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
-
-
 def _committed_batches(
     conn: Any,
     batch: int,
@@ -149,9 +123,11 @@ def _committed_batches(
     """For ``seconds``, batches of ``batch`` rows (``rows_at(first index)``), each sent by
     ``send(cursor, rows)`` in a transaction of its own and committed: rows/s, ms a batch,
     and the CPU µs a row in this process (``client``) and in its backend (``server``)."""
-    pid = conn.info.backend_pid
+    from bench.procs import backend_meter
+
     idx, batches = 0, 0
-    server0, client0, t0 = backend_cpu([pid]), time.process_time(), time.perf_counter()
+    backend = backend_meter([conn.info.backend_pid])
+    client0, t0 = time.process_time(), time.perf_counter()
     end = t0 + seconds
     while time.perf_counter() < end:
         rows = rows_at(idx)
@@ -161,7 +137,7 @@ def _committed_batches(
         batches += 1
     wall = time.perf_counter() - t0
     client = time.process_time() - client0
-    server = backend_cpu_spent(server0, backend_cpu([pid]))
+    server = backend.stop()[0] if backend else None
     cpu = {"client": client / idx * 1e6, "server": None if server is None else server / idx * 1e6}
     return idx / wall, wall / batches * 1000, cpu
 

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,6 +218,22 @@ class CpuMeter:
                 used += (u1 - u0) + (s1 - s0)
                 self.sys_seconds += s1 - s0
         return used, wall
+
+
+def backend_meter(pids: Iterable[int]) -> CpuMeter | None:
+    """A started :class:`CpuMeter` over PostgreSQL backends ``pids`` (from
+    ``pg_stat_activity`` or ``backend_pid``) — None when a pid here is not a ``postgres``
+    process: the server runs on another host, and its CPU is not ours to read."""
+    pids = list(pids)
+    for pid in pids:
+        try:
+            if not Path(f"/proc/{pid}/comm").read_text().startswith("postgres"):
+                return None
+        except OSError:
+            return None
+    meter = CpuMeter(pids)
+    meter.start()
+    return meter
 
 
 def machine_info() -> dict[str, object]:

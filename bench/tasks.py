@@ -123,7 +123,7 @@ def appends(callers: int, seconds: float, path: str = "outbox",
     from sqlalchemy import func, select, text
 
     from bench.experiments import apply
-    from bench.limits import backend_cpu, backend_cpu_spent
+    from bench.procs import backend_meter
     from exchange.ledger.service import commit_wait, log_event
     from exchange.node import Node
     from exchange.persistence.models import LedgerCheckpoint, LedgerHead
@@ -149,14 +149,12 @@ def appends(callers: int, seconds: float, path: str = "outbox",
             size = conn.execute(select(LedgerHead.size))
             return int(signed.scalar_one()), int(size.scalar_one())
 
-    def backends() -> dict[int, float] | None:
-        """CPU seconds so far of every backend serving this database (the writer's among
-        them), when the server runs on this host."""
+    def backends() -> list[int]:
+        """The backends serving this database (the writer's among them)."""
         with node.engine.connect() as conn:
-            pids = conn.execute(text(
+            return list(conn.execute(text(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                " AND backend_type = 'client backend'")).scalars().all()
-        return backend_cpu(pids)
+                " AND backend_type = 'client backend'")).scalars())
 
     pull_event = _pull_events(node)
     warm_end = time.perf_counter() + 1.0
@@ -227,12 +225,14 @@ def appends(callers: int, seconds: float, path: str = "outbox",
         pool = [threading.Thread(target=run_loop, daemon=True)]
         pool[0].start()
     time.sleep(max(0.0, warm_end - time.perf_counter()))
-    pg0 = backends() if postgres else None
+    # Those open once the callers run (the writer's and the pool's): their CPU over the window,
+    # when the server runs on this host.
+    db = backend_meter(backends()) if postgres else None
     (cp0, size0), cpu0, t0 = checkpoints(), _cpu(), time.perf_counter()
     phases0 = {k: list(v) for k, v in totals.items()}
     time.sleep(max(0.0, end - time.perf_counter()))
     (cp1, size1), cpu1, wall = checkpoints(), _cpu(), time.perf_counter() - t0
-    pg_cpu = backend_cpu_spent(pg0, backends()) if postgres else None
+    pg_cpu = db.stop()[0] if db else None
     phases1 = {k: list(v) for k, v in totals.items()}
     for th in pool:
         th.join(timeout=30)
