@@ -195,22 +195,27 @@ def pg_insert_ledger_layout(url: str, batch: int, seconds: float) -> dict[str, A
     shaped as direct appends (~400-byte leaf, hash, no ref, a subject from 256 as in
     ``bench.tasks appends``) by binary COPY into an empty table made ``LIKE ledger_entries
     INCLUDING ALL`` — its primary key with the leaf hashes, the partial ref index and the
-    subject index — one connection, synchronous_commit on. No subtree rows, head, checkpoint,
+    subject-prefix index — one connection, synchronous_commit on. No subtree rows, head, checkpoint,
     lock or reads: only the entry rows a batch must write, into a table with no history."""
     import psycopg
+
+    from exchange.ledger.leaf import subject_prefix
 
     url = url.replace("postgresql+psycopg://", "postgresql://")
     leaf = os.urandom(200).hex().encode()[:400]
     subjects = [sha256(f"layout-{i}".encode()).hexdigest() for i in range(256)]
 
+    prefixes = [subject_prefix(s) for s in subjects]
+
     def rows_at(idx: int) -> list[tuple[Any, ...]]:
         return [(idx + j, leaf, sha256(leaf + str(idx + j).encode()).digest(), None, "pull",
-                 "bench-appends", subjects[(idx + j) % 256], 0) for j in range(batch)]
+                 "bench-appends", subjects[(idx + j) % 256], 0, prefixes[(idx + j) % 256])
+                for j in range(batch)]
 
     send = _binary_copy(
-        "COPY bench_layout (idx, leaf, leaf_hash, ref, kind, actor, subject, time_ms)"
-        " FROM STDIN (FORMAT BINARY)",
-        ["int8", "bytea", "bytea", "text", "text", "text", "text", "int8"],
+        "COPY bench_layout (idx, leaf, leaf_hash, ref, kind, actor, subject, time_ms,"
+        " subject_prefix) FROM STDIN (FORMAT BINARY)",
+        ["int8", "bytea", "bytea", "text", "text", "text", "text", "int8", "int8"],
     )
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET synchronous_commit = on")

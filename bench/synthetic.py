@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 from exchange.ledger import merkle
 from exchange.ledger.checkpoint import Checkpoint, sign_checkpoint
-from exchange.ledger.leaf import Event, SubjectPseudonym, encode_leaf
+from exchange.ledger.leaf import Event, SubjectPseudonym, encode_leaf, subject_prefix
 from exchange.ledger.leaves import Frontier
 from exchange.ledger.writer import ledger_signer, origin_of
 from exchange.node import Node
@@ -67,10 +67,12 @@ def bulk_load(node: Node, n: int) -> dict[str, float]:
             raise RuntimeError("synthetic history goes only into an empty ledger")
         nodes: list[tuple[int, int, bytes]] = []
         with cur.copy("COPY ledger_entries (idx, leaf, leaf_hash, ref, kind, actor, subject,"
-                      " time_ms) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "bytea", "bytea", "text", "text", "text", "text", "int8"])
+                      " time_ms, subject_prefix) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "bytea", "bytea", "text", "text", "text", "text", "int8",
+                            "int8"])
             for i, leaf, h, subject in leaves(n, node_code=node.settings.node, time_ms=now_ms):
-                copy.write_row((i, leaf, h, f"synthetic-{i}", "pull", ACTOR, subject, now_ms))
+                copy.write_row((i, leaf, h, f"synthetic-{i}", "pull", ACTOR, subject, now_ms,
+                                subject_prefix(subject)))
                 frontier.append(i, h, nodes)
                 last_hash = h
         t_entries = time.perf_counter()

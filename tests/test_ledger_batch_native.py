@@ -160,7 +160,12 @@ def test_the_c_builder_ends_where_python_does(spec: dict[str, Any]) -> None:
     entries, nodes = c_cols.copy
     rows = list(zip(c_cols.idx, c_cols.leaf, c_cols.leaf_hash, c_cols.ref, c_cols.kind,
                     c_cols.actor, c_cols.subject, strict=True))
-    assert _copy_rows(entries, "qbbttttq") == [(*r, spec["time_ms"]) for r in rows]
+    # ... then time_ms and the subject's first 64 bits as a signed bigint (or NULL).
+    prefixes = [None if s is None else int.from_bytes(bytes.fromhex(s[:16]), "big", signed=True)
+                for s in c_cols.subject]
+    expected = [(*r, spec["time_ms"], p) for r, p in zip(rows, prefixes, strict=True)]
+    assert _copy_rows(entries, "qbbttttqq") == expected
+    assert list(py_cols.rows(spec["time_ms"])) == expected  # the Python path's rows
     assert _copy_rows(nodes, "hqb") == c_batch.nodes
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from exchange.ledger import append, store
 from exchange.ledger.append import BatchAppender
@@ -100,6 +101,46 @@ def test_writers_taking_turns_read_the_real_head(
     assert subtree_reads == sizes
     ledger = load.audit(database_url, verifier_key(node))  # back-pointers, chain, roots
     assert len(ledger.leaves) == len(done)
+
+
+def test_subjects_sharing_a_prefix_keep_their_own_back_pointers(
+    node: Node, database_url: str
+) -> None:
+    """Entries are found by the first 64 bits of their subject (leaf.subject_prefix) and
+    then the subject in full: two pseudonyms with the same prefix, interleaved, each point
+    back at their own previous entry — through fresh writers that must read every
+    subject's latest index from storage (the direct events' subjects with the lock, the
+    outbox events' from the outbox rows), never from another's memory."""
+    from exchange.ledger.leaf import SubjectPseudonym, subject_prefix
+    from exchange.ledger.service import log_event
+
+    shared = "9f" * 8  # a negative bigint: the sign bit is set
+    one, two = (SubjectPseudonym(shared + c * 48) for c in "01")
+    assert subject_prefix(one) == subject_prefix(two) < 0
+
+    def event(subject: SubjectPseudonym, turn: int, i: int) -> Event:
+        return Event(kind="pull", actor="prefix", outcome="granted", subject=subject,
+                     request_sha256=load.request_sha("prefix", turn, i))
+
+    BatchAppender(node, ledger_signer(node), max_batch=64).run([], [])
+    for turn in range(4):
+        fresh = BatchAppender(node, ledger_signer(node), max_batch=64)
+        direct = [(f"prefix-{turn}-{i:020d}", event((one, two)[(turn + i) % 2], turn, i))
+                  for i in range(3)]
+        refs = []
+        with node.sessions.begin() as session:
+            refs.append(log_event(session, node, event((two, one)[turn % 2], turn, 9)))
+        fresh.run(refs, direct)
+    ledger = load.audit(database_url, verifier_key(node))  # each prev_subject checked
+    assert len(ledger.leaves) == 16
+    with node.engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT subject, count(*), min(subject_prefix), max(subject_prefix)"
+            " FROM ledger_entries GROUP BY subject ORDER BY subject")).all()
+    assert [tuple(r) for r in rows] == [
+        (one, 8, subject_prefix(one), subject_prefix(one)),
+        (two, 8, subject_prefix(two), subject_prefix(two)),
+    ]
 
 
 def _connections_cut(node: Node, database_url: str) -> None:

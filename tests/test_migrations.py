@@ -1,6 +1,7 @@
 """The schema: what the alembic migrations build is what the models declare, both ways, and
 on PostgreSQL a proof's leaf-hash read never touches the ledger's heap (migration 0005), and
-only outbox entries keep a ref under the unique index (migration 0006)."""
+only outbox entries keep a ref under the unique index (migration 0006), and every entry's
+subject prefix is filled in from its subject (migration 0007)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from sqlalchemy import Engine, create_engine, inspect, text
 
 from exchange.ledger import store
 from exchange.ledger.append import BatchAppender
-from exchange.ledger.leaf import Event
+from exchange.ledger.leaf import Event, subject_prefix
 from exchange.ledger.service import log_event, subject_pseudonym
 from exchange.ledger.writer import ledger_signer
 from exchange.node import Node
@@ -116,6 +117,11 @@ def test_the_last_migrations_go_down_and_up_again(node: Node, database_url: str)
         assert _pkey_include(database_url) == ["leaf_hash"]
     assert _ref_rule(database_url)[0]
     assert _entries(database_url) == down  # refs stored before stay as they are
+    # 0007 filled in each entry's subject prefix from its subject (in SQL on PostgreSQL).
+    with _engine(database_url) as engine, engine.connect() as conn:
+        prefixes = conn.execute(text("SELECT subject, subject_prefix FROM ledger_entries")).all()
+    assert len(prefixes) == 4
+    assert all(p is not None and p == subject_prefix(s) for s, p in prefixes)
 
 
 def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:

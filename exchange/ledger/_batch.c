@@ -90,6 +90,26 @@ copy_int8(Buf *b, long long v)
     return buf_be(b, 8, 4) < 0 ? -1 : buf_be(b, (uint64_t)v, 8);
 }
 
+/* leaf.subject_prefix: a pseudonym's first 16 hex digits as a signed bigint (its COPY
+ * field is the 64 bits as they are), or NULL for no subject. */
+static int
+copy_subject_prefix(Buf *b, const char *s, Py_ssize_t n, int none)
+{
+    if (none)
+        return copy_field(b, NULL, 0);
+    uint64_t v = 0;
+    for (Py_ssize_t i = 0; i < 16; i++) {
+        char c = i < n ? s[i] : 0;
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0) {
+            PyErr_SetString(PyExc_ValueError, "subject: not a pseudonym");
+            return -1;
+        }
+        v = v << 4 | (uint64_t)d;
+    }
+    return buf_be(b, 8, 4) < 0 ? -1 : buf_be(b, v, 8);
+}
+
 /* The field's ASCII bytes when it is a plain str (printable ASCII, no '"' or '\'); sets
  * *none for None. NULL with no error set: not plain (the caller falls back). */
 static const char *
@@ -302,7 +322,8 @@ leaves(PyObject *self, PyObject *args)
         if (hb == NULL)
             goto done;
         PyList_SET_ITEM(hash_list, i, hb);
-        /* The entry row: idx, leaf, leaf_hash, ref, kind, actor, subject, time_ms. */
+        /* The entry row: idx, leaf, leaf_hash, ref, kind, actor, subject, time_ms,
+         * subject_prefix. */
         /* A ref of None (a direct event's: not stored) is a NULL. */
         Py_ssize_t ref_len = 0;
         const char *ref = NULL;
@@ -311,13 +332,14 @@ leaves(PyObject *self, PyObject *args)
             if (ref == NULL)
                 goto done;
         }
-        if (buf_be(&entries, 8, 2) < 0 || copy_int8(&entries, index) < 0 ||
+        if (buf_be(&entries, 9, 2) < 0 || copy_int8(&entries, index) < 0 ||
             copy_field(&entries, leaf.p, leaf.n) < 0 || copy_field(&entries, h, HASH) < 0 ||
             copy_field(&entries, ref, ref_len) < 0 ||
             copy_field(&entries, nul[F_KIND] ? NULL : s[F_KIND], len[F_KIND]) < 0 ||
             copy_field(&entries, nul[F_ACTOR] ? NULL : s[F_ACTOR], len[F_ACTOR]) < 0 ||
             copy_field(&entries, nul[F_SUBJECT] ? NULL : s[F_SUBJECT], len[F_SUBJECT]) < 0 ||
-            copy_int8(&entries, time_ms) < 0)
+            copy_int8(&entries, time_ms) < 0 ||
+            copy_subject_prefix(&entries, s[F_SUBJECT], len[F_SUBJECT], nul[F_SUBJECT]) < 0)
             goto done;
         /* The frontier: push the leaf, merge equal levels; each merge is a new node. */
         stack[top].level = 0;

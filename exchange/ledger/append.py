@@ -51,7 +51,9 @@ _MOVE_HEAD = (
 )
 _DROP_OUTBOX = delete(LedgerOutbox).where(LedgerOutbox.seq.in_(bindparam("seqs", expanding=True)))
 _CHECKPOINT_INSERT = insert(LedgerCheckpoint)
-_ENTRY_COLUMNS = ("idx", "leaf", "leaf_hash", "ref", "kind", "actor", "subject", "time_ms")
+_ENTRY_COLUMNS = (
+    "idx", "leaf", "leaf_hash", "ref", "kind", "actor", "subject", "time_ms", "subject_prefix"
+)
 _NODE_COLUMNS = ("level", "idx", "hash")
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, func, select, text
 
+from exchange.ledger.leaf import subject_prefix
 from exchange.persistence.models import LedgerEntry
 
 _LAST_BY_SUBJECT_PG = text(
-    # One round trip; each subject is one backward probe of ix_ledger_entries_subject
-    # (subject, idx), not a scan of all its entries as GROUP BY would be.
-    "SELECT s, (SELECT max(idx) FROM ledger_entries WHERE subject = s) "
-    "FROM unnest(CAST(:subjects AS text[])) AS s"
+    # One round trip; each subject is one backward probe of ix_ledger_entries_subject_prefix
+    # (subject_prefix, idx), not a scan of all its entries as GROUP BY would be; the subject
+    # is compared in full (two pseudonyms may share a prefix).
+    "SELECT s, (SELECT max(idx) FROM ledger_entries WHERE subject_prefix = p AND subject = s) "
+    "FROM unnest(CAST(:subjects AS text[]), CAST(:prefixes AS bigint[])) AS w(s, p)"
 )
 
 
@@ -83,13 +85,20 @@ def _last_indices(conn: Connection, subjects: set[str]) -> dict[str, int | None]
         return last
     wanted = sorted(subjects)
     if conn.dialect.name == "postgresql":
-        for subject, idx in conn.execute(_LAST_BY_SUBJECT_PG, {"subjects": wanted}):
+        prefixes = [subject_prefix(s) for s in wanted]
+        for subject, idx in conn.execute(
+            _LAST_BY_SUBJECT_PG, {"subjects": wanted, "prefixes": prefixes}
+        ):
             last[subject] = None if idx is None else int(idx)
         return last
     for i in range(0, len(wanted), 500):  # SQLite: bounded host parameters per statement
+        chunk = wanted[i : i + 500]
         for subject, idx in conn.execute(
             select(LedgerEntry.subject, func.max(LedgerEntry.idx))
-            .where(LedgerEntry.subject.in_(wanted[i : i + 500]))
+            .where(
+                LedgerEntry.subject_prefix.in_({subject_prefix(s) for s in chunk}),
+                LedgerEntry.subject.in_(chunk),
+            )
             .group_by(LedgerEntry.subject)
         ):
             if subject is not None:

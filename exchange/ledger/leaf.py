@@ -60,6 +60,17 @@ def pseudonym(subject_key: bytes, subject_id: str) -> SubjectPseudonym:
     return SubjectPseudonym(hmac.new(subject_key, subject_id.encode(), hashlib.sha256).hexdigest())
 
 
+def subject_prefix(subject: str) -> int:
+    """The first 64 bits of a pseudonym (its first 16 hex digits) as a signed bigint: what
+    ``ledger_entries.subject_prefix`` stores and its index (with ``idx``) is searched by.
+
+    A key of 8 bytes instead of 64 characters: the index a subject's entries are found by
+    costs a third less to insert into (``ix_ledger_entries_subject_prefix``, migration
+    0007). Two pseudonyms may share a prefix, so every search also compares ``subject``."""
+    value = int(subject[:16], 16)
+    return value - (1 << 64) if value >> 63 else value
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """What a caller asks the ledger to record. Holds no personal data."""

@@ -24,6 +24,7 @@ import psycopg
 
 from exchange.errors import LedgerIntegrityError
 from exchange.ledger import store
+from exchange.ledger.leaf import subject_prefix
 from exchange.ledger.store import Coord, StoredCheckpoint
 
 # The batch's statements are prepared (psycopg, from their fifth run) and their plans never
@@ -37,8 +38,10 @@ _CHECKPOINT: Final = "SELECT size, root, note FROM ledger_checkpoints ORDER BY s
 _SUBJECTS: Final = (
     # The subjects asked for and those of the outbox rows read with them (the same rows:
     # this runs after _OUTBOX in the same transaction, under the lock), each one backward
-    # probe of ix_ledger_entries_subject (subject, idx).
-    "SELECT s, (SELECT max(idx) FROM ledger_entries WHERE subject = s)"
+    # probe of ix_ledger_entries_subject_prefix (subject_prefix, idx), the subject compared
+    # in full (two pseudonyms may share a prefix: leaf.subject_prefix).
+    "SELECT s, (SELECT max(idx) FROM ledger_entries"
+    " WHERE subject_prefix = ('x' || left(s, 16))::bit(64)::bigint AND subject = s)"
     " FROM (SELECT unnest(%s::text[])"
     " UNION SELECT o.event->>'subject' FROM"
     " (SELECT event FROM ledger_outbox ORDER BY seq LIMIT %s) AS o) AS w(s)"
@@ -47,10 +50,10 @@ _SUBJECTS: Final = (
 # Binary COPY for the rows: ~3 µs of Python per row, and a third of the server time of an
 # INSERT from unnest() of array parameters (measured: 2.8 against 9.1 ms for 128 entries).
 _COPY_ENTRIES: Final = (
-    "COPY ledger_entries (idx, leaf, leaf_hash, ref, kind, actor, subject, time_ms)"
-    " FROM STDIN (FORMAT BINARY)"
+    "COPY ledger_entries (idx, leaf, leaf_hash, ref, kind, actor, subject, time_ms,"
+    " subject_prefix) FROM STDIN (FORMAT BINARY)"
 )
-_ENTRY_TYPES: Final = ["int8", "bytea", "bytea", "text", "text", "text", "text", "int8"]
+_ENTRY_TYPES: Final = ["int8", "bytea", "bytea", "text", "text", "text", "text", "int8", "int8"]
 _COPY_NODES: Final = "COPY ledger_nodes (level, idx, hash) FROM STDIN (FORMAT BINARY)"
 _NODE_TYPES: Final = ["int2", "int8", "bytea"]
 _MOVE_HEAD: Final = "UPDATE ledger_head SET size = %s, last_hash = %s WHERE id = 1"
@@ -95,12 +98,14 @@ class Columns:
         return len(self.idx)
 
     def rows(self, time_ms: int) -> Iterator[tuple[Any, ...]]:
-        """The rows in ledger_entries' column order, ``time_ms`` last."""
+        """The rows in ledger_entries' column order: ``time_ms``, then each subject's
+        prefix (leaf.subject_prefix)."""
         for row in zip(
             self.idx, self.leaf, self.leaf_hash, self.ref, self.kind, self.actor, self.subject,
             strict=True,
         ):
-            yield (*row, time_ms)
+            subject = row[6]
+            yield (*row, time_ms, None if subject is None else subject_prefix(subject))
 
 
 def read(

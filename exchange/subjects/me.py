@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from exchange.crypto.encoding import b64_encode
 from exchange.ledger import proofs, store
+from exchange.ledger.leaf import subject_prefix
 from exchange.ledger.service import subject_pseudonym
 from exchange.node import Node
 from exchange.persistence.models import Certificate, Client, LedgerEntry, PeerReceipt
@@ -53,7 +54,9 @@ def access_log(session: Session, node: Node, subject: Subject,
     """
     limit = max(1, min(limit, ACCESS_LOG_MAX))
     pseudonym = subject_pseudonym(node, subject.subject_id)
-    q = select(LedgerEntry.idx, LedgerEntry.leaf).where(LedgerEntry.subject == pseudonym)
+    q = select(LedgerEntry.idx, LedgerEntry.leaf).where(
+        LedgerEntry.subject_prefix == subject_prefix(pseudonym), LedgerEntry.subject == pseudonym
+    )
     if before is not None:
         q = q.where(LedgerEntry.idx < before)
     rows = session.execute(q.order_by(LedgerEntry.idx.desc()).limit(limit)).all()
