@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from exchange.ledger import leaves, merkle
 from exchange.ledger.leaf import KINDS, OUTCOMES, Event, encode_leaf
 from exchange.ledger.leaves import Frontier, LeafBatch
-from exchange.ledger.store import decomposition
+from exchange.ledger.store import STRATUM, decomposition
 from tests.helpers import assert_built_where_it_can_be
 
 NATIVE = leaves.native
@@ -167,6 +167,10 @@ def test_the_c_builder_ends_where_python_does(spec: dict[str, Any]) -> None:
     assert _copy_rows(entries, "qbbttttqq") == expected
     assert list(py_cols.rows(spec["time_ms"])) == expected  # the Python path's rows
     assert _copy_rows(nodes, "hqb") == c_batch.nodes
+    # Only the stored levels' new subtrees: every one the batch completed at such a level.
+    completed = [(lvl, i) for lvl in range(STRATUM, 64, STRATUM)
+                 for i in range(spec["size"] >> lvl, c_batch.size >> lvl)]
+    assert [(lvl, i) for lvl, i, _ in c_batch.nodes] == sorted(completed, key=lambda c: (c[1] + 1) << c[0])
 
 
 def _prev_subject(spec: dict[str, Any], i: int) -> int | None:
@@ -199,7 +203,7 @@ def test_anything_not_plain_is_left_to_python_unchanged(spec: dict[str, Any]) ->
     fields = [leaves._EVENT_VALUES(e) for _, e in spec["events"]]
     out = NATIVE.leaves(  # type: ignore[union-attr]
         fields, [r for r, _ in spec["events"]], batch.size, batch.last_hash, batch.time_ms,
-        batch.node, [None] * len(fields), list(batch.frontier.nodes),
+        batch.node, [None] * len(fields), list(batch.frontier.nodes), STRATUM,
     )
     assert (out is not None) == plain
     py_batch, py_cols = _run(spec, None)
@@ -215,12 +219,12 @@ def test_anything_not_plain_is_left_to_python_unchanged(spec: dict[str, Any]) ->
 def test_each_kind_of_string_that_needs_escaping_is_declined(text: str) -> None:
     fields = [("pull", text, "ok", None, None, None, None, None, None)]
     out = NATIVE.leaves(  # type: ignore[union-attr]
-        fields, ["r"], 0, b"\0" * 32, 1, "31", [None], []
+        fields, ["r"], 0, b"\0" * 32, 1, "31", [None], [], STRATUM
     )
     assert (out is None) == (text != "ok")
     out = NATIVE.leaves(  # type: ignore[union-attr]
         [("pull", "a", "ok", None, None, None, None, None, None)], ["r"], 0, b"\0" * 32, 1,
-        text, [None], [],
+        text, [None], [], STRATUM,
     )
     assert (out is None) == (text != "ok")  # the node's name too
 
@@ -248,4 +252,13 @@ def test_each_kind_of_string_that_needs_escaping_is_declined(text: str) -> None:
 )
 def test_bad_arguments_are_refused(args: tuple[Any, ...]) -> None:
     with pytest.raises((ValueError, TypeError)):
-        NATIVE.leaves(*args)  # type: ignore[union-attr]
+        NATIVE.leaves(*args, STRATUM)  # type: ignore[union-attr]
+
+
+@needs_native
+def test_a_stratum_below_one_is_refused() -> None:
+    args = ([("pull", "a", "ok", None, None, None, None, None, None)], ["r"], 0, b"\0" * 32, 1,
+            "31", [None], [])
+    assert NATIVE.leaves(*args, STRATUM) is not None  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="stratum"):
+        NATIVE.leaves(*args, 0)  # type: ignore[union-attr]

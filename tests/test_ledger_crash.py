@@ -245,18 +245,20 @@ def test_issue_answers_503_when_the_ledger_cannot_commit(  # type: ignore[no-unt
 
 
 def _tamper(conn: Connection, how: str) -> None:
-    """Rewrite stored ledger data of a 6-entry ledger behind the writer's back."""
+    """Rewrite stored ledger data of a 6-entry ledger (18 for "subtree-hash") behind the
+    writer's back."""
     forged = b"\xee" * 32
     entry3 = conn.execute(select(LedgerEntry.leaf_hash).where(LedgerEntry.idx == 3)).scalar_one()
-    if how == "subtree-hash":  # the perfect subtree over leaves 0..3
-        conn.execute(
-            text("UPDATE ledger_nodes SET hash = :h WHERE level = 2 AND idx = 0"), {"h": forged}
+    if how == "subtree-hash":  # the perfect subtree over leaves 0..15 (a stored level: 4)
+        changed = conn.execute(
+            text("UPDATE ledger_nodes SET hash = :h WHERE level = 4 AND idx = 0"), {"h": forged}
         )
+        assert changed.rowcount == 1
     elif how == "last-leaf-hash":
         conn.execute(text("UPDATE ledger_entries SET leaf_hash = :h WHERE idx = 5"), {"h": forged})
-    elif how == "truncated":  # entries 4, 5 and their subtree gone, the head rolled back
+    elif how == "truncated":  # entries 4, 5 gone (no subtree over them is stored), the
+        # head rolled back
         conn.execute(text("DELETE FROM ledger_entries WHERE idx >= 4"))
-        conn.execute(text("DELETE FROM ledger_nodes WHERE level = 1 AND idx = 2"))
         conn.execute(text("UPDATE ledger_head SET size = 4, last_hash = :h"), {"h": entry3})
     elif how == "head-rolled-back":  # entries kept, the head says 4
         conn.execute(text("UPDATE ledger_head SET size = 4, last_hash = :h"), {"h": entry3})
@@ -281,21 +283,22 @@ TAMPERS = [
 @pytest.mark.parametrize("how", TAMPERS)
 def test_tampered_ledger_halts_the_writer(node: Node, database_url: str, how: str) -> None:
     w = node.start_ledger()
-    for n in range(6):  # one batch (and checkpoint) each
+    count = 18 if how == "subtree-hash" else 6  # a stored inner subtree needs 16 leaves
+    for n in range(count):  # one batch (and checkpoint) each
         assert _log(node, n) == [n]
     with node.engine.begin() as conn:
-        assert _checkpoints(conn) == [0, 1, 2, 3, 4, 5, 6]
+        assert _checkpoints(conn) == list(range(count + 1))
         _tamper(conn, how)
     with node.engine.connect() as conn:
         signed = _checkpoints(conn)
         head = conn.execute(select(LedgerHead.size, LedgerHead.last_hash)).one()
 
     with pytest.raises(LedgerUnavailable, match="integrity"):
-        _log(node, 6)
+        _log(node, count)
     assert w.halted
     started = time.monotonic()
     with pytest.raises(LedgerUnavailable, match="stopped"):
-        _log(node, 7)
+        _log(node, count + 1)
     assert time.monotonic() - started < 1  # refused at once, not after a timeout
     with node.engine.connect() as conn:
         assert _checkpoints(conn) == signed, "signed a checkpoint over tampered data"

@@ -187,10 +187,13 @@ def test_tampering_after_caching_never_serves_a_failing_proof(ledger) -> None:  
             merkle.verify_inclusion(tree.leaf(index), index, n, proof, cp.root)
             rec = proofs.receipt(conn, index, cp)
             verify_receipt(rec, verifier=verifier, leaf_hash=tree.leaf(index))
-        # ...but the writer's reads see storage, so its integrity checks are not fooled.
+        # ...but the writer's reads see storage, so its integrity checks are not fooled:
+        # (5, 0), not stored, is folded from the stored (4, 0) and the changed (4, 1), and
+        # the root of the stored tree is not the signed one.
         stored = store.fetch_subtrees(conn, [(4, 0), (4, 1), (5, 0)])
         assert stored[(4, 1)] == _flip(true_upper)
-        assert merkle.node_hash(stored[(4, 0)], stored[(4, 1)]) != stored[(5, 0)]
+        assert stored[(5, 0)] == merkle.node_hash(stored[(4, 0)], stored[(4, 1)])
+        assert store.with_stored_hashes(conn, lambda src: merkle.root_at(n, src)) != cp.root
         # A fresh process (no cache) would need the changed hash: it refuses to serve.
         readcache.drop_read_cache(conn)
         with pytest.raises(LedgerIntegrityError):
@@ -200,24 +203,23 @@ def test_tampering_after_caching_never_serves_a_failing_proof(ledger) -> None:  
         _set_node(ledger, 4, 1, true_upper)
         conn.rollback()  # SQLite: end the read snapshot
 
-        # 2. A lower node (level 1, never cached) changed: every path through it is refused.
+        # 2. A lower stored piece (leaf 7's hash, never cached) changed: every path that
+        #    reads it is refused. Inner subtrees below level 4 are folded from the leaves
+        #    (store.STRATUM), so those are the paths of every leaf under (4, 0), the
+        #    changed one's own included; the rest take (4, 0) from the cache.
         for index in range(n):
             proofs.inclusion(conn, index, n)
-        true_low = _stored(ledger, 1, 3)
-        _set_node(ledger, 1, 3, _flip(true_low))
+        _set_node(ledger, 0, 7, _flip(tree.leaf(7)))
         conn.rollback()  # SQLite: end the read snapshot
-        refused = 0
         for index in range(n):
-            if index in (4, 5):
+            if index < 16:
                 with pytest.raises(LedgerIntegrityError) as refusal:
                     proofs.inclusion(conn, index, n)
                 assert refusal.value.code == "tree-inconsistent"
-                refused += 1
                 continue
             proof = proofs.inclusion(conn, index, n)
             merkle.verify_inclusion(tree.leaf(index), index, n, proof, cp.root)
-        assert refused == 2  # (1, 3) covers leaves 6 and 7: it is on the paths of 4 and 5 only
-        _set_node(ledger, 1, 3, true_low)
+        _set_node(ledger, 0, 7, tree.leaf(7))
         conn.rollback()  # SQLite: end the read snapshot
 
         # 3. A leaf hash changed: its own proof and its neighbour's are refused.
@@ -232,11 +234,11 @@ def test_tampering_after_caching_never_serves_a_failing_proof(ledger) -> None:  
         # 4. A size no checkpoint names: verified against the root of that size from the
         #    same hashes, so a changed piece inside it is caught too.
         size = n - 3
-        _set_node(ledger, 1, 3, _flip(true_low))
+        _set_node(ledger, 0, 7, _flip(tree.leaf(7)))
         conn.rollback()  # SQLite: end the read snapshot
         with pytest.raises(LedgerIntegrityError):
             proofs.inclusion(conn, 4, size)
-        _set_node(ledger, 1, 3, true_low)
+        _set_node(ledger, 0, 7, tree.leaf(7))
         conn.rollback()  # SQLite: end the read snapshot
         for index in range(size):
             proof = proofs.inclusion(conn, index, size)

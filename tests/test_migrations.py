@@ -1,7 +1,8 @@
 """The schema: what the alembic migrations build is what the models declare, both ways, and
 on PostgreSQL a proof's leaf-hash read never touches the ledger's heap (migration 0005), and
 only outbox entries keep a ref under the unique index (migration 0006), and every entry's
-subject prefix is filled in from its subject (migration 0007)."""
+subject prefix is filled in from its subject (migration 0007), and inner subtrees are stored
+only at every fourth level (migration 0008)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, inspect, text
 
-from exchange.ledger import store
+from exchange.ledger import merkle, store
 from exchange.ledger.append import BatchAppender
 from exchange.ledger.leaf import Event, subject_prefix
 from exchange.ledger.service import log_event, subject_pseudonym
@@ -123,6 +124,37 @@ def test_the_last_migrations_go_down_and_up_again(node: Node, database_url: str)
     assert len(prefixes) == 4
     assert all(p is not None and p == subject_prefix(s) for s, p in prefixes)
 
+
+def _nodes(url: str) -> dict[tuple[int, int], bytes]:
+    with _engine(url) as engine, engine.connect() as conn:
+        return {(int(lvl), int(i)): bytes(h) for lvl, i, h in conn.execute(
+            text("SELECT level, idx, hash FROM ledger_nodes"))}
+
+
+def test_inner_subtrees_are_stored_at_every_fourth_level_both_ways(
+    node: Node, database_url: str
+) -> None:
+    """The writer stores inner subtrees only at levels 4, 8, ... (store.STRATUM); going down
+    past 0008 computes every other level's back from the leaves, going up deletes them."""
+    appender = BatchAppender(node, ledger_signer(node), max_batch=4096)
+    appender.run([], [])
+    ev = Event(kind="pull", actor="strata", outcome="granted")
+    for b in range(7):  # batches of several sizes, 300 entries
+        appender.run([], [(f"strata-{b}-{i}", ev) for i in range(b * 10 + 15)])
+    node.close()
+    with _engine(database_url) as engine, engine.connect() as conn:
+        tree = merkle.MemoryTree(bytes(h) for (h,) in conn.execute(
+            text("SELECT leaf_hash FROM ledger_entries ORDER BY idx")))
+    assert tree.size == 315
+    every = {(lvl, i): tree.subtree(lvl, i)
+             for lvl in range(1, 9) for i in range(tree.size >> lvl)}
+    stored = {c: h for c, h in every.items() if c[0] % store.STRATUM == 0}
+    assert _nodes(database_url) == stored
+    cfg = alembic_config(database_url)
+    command.downgrade(cfg, "0007")
+    assert _nodes(database_url) == every
+    command.upgrade(cfg, "head")
+    assert _nodes(database_url) == stored
 
 def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     out = [plan]

@@ -174,19 +174,26 @@ typedef struct {
     unsigned char hash[HASH];
 } Node;
 
-/* leaves(fields, refs, start, prev, time_ms, node, prev_subjects, frontier)
+/* leaves(fields, refs, start, prev, time_ms, node, prev_subjects, frontier, stratum)
  *   -> None | (leaves, hashes, frontier, new_nodes, entries_copy, nodes_copy)
- * refs: each row's stored ref, a str or None (NULL). */
+ * refs: each row's stored ref, a str or None (NULL). new_nodes and nodes_copy hold only the
+ * new subtrees at levels that are multiples of stratum (the stored ones: store.STRATUM). */
 static PyObject *
 leaves(PyObject *self, PyObject *args)
 {
     PyObject *fields, *refs, *prev_subjects, *frontier, *node_obj;
     long long start, time_ms;
+    int stratum;
     Py_buffer prev;
-    if (!PyArg_ParseTuple(args, "O!O!Ly*LUO!O!", &PyList_Type, &fields, &PyList_Type, &refs,
+    if (!PyArg_ParseTuple(args, "O!O!Ly*LUO!O!i", &PyList_Type, &fields, &PyList_Type, &refs,
                           &start, &prev, &time_ms, &node_obj, &PyList_Type, &prev_subjects,
-                          &PyList_Type, &frontier))
+                          &PyList_Type, &frontier, &stratum))
         return NULL;
+    if (stratum < 1) {
+        PyBuffer_Release(&prev);
+        PyErr_SetString(PyExc_ValueError, "stratum must be positive");
+        return NULL;
+    }
     PyObject *result = NULL, *leaf_list = NULL, *hash_list = NULL, *front_out = NULL,
              *new_list = NULL;
     Buf leaf = {0}, entries = {0}, nodes = {0};
@@ -354,6 +361,8 @@ leaves(PyObject *self, PyObject *args)
             node_hash(l->hash, r->hash, parent.hash);
             top -= 2;
             stack[top++] = parent;
+            if (parent.level % stratum != 0)
+                continue; /* not a stored level */
             PyObject *nt = Py_BuildValue("(iLy#)", parent.level, parent.idx,
                                          (const char *)parent.hash, (Py_ssize_t)HASH);
             if (nt == NULL || PyList_Append(new_list, nt) < 0) {
@@ -400,7 +409,8 @@ done:
 
 static PyMethodDef methods[] = {
     {"leaves", leaves, METH_VARARGS,
-     "leaves(fields, refs, start, prev, time_ms, node, prev_subjects, frontier) -> None | "
+     "leaves(fields, refs, start, prev, time_ms, node, prev_subjects, frontier, stratum) -> "
+     "None | "
      "(leaves, hashes, frontier, new_nodes, entries_copy, nodes_copy)"},
     {NULL, NULL, 0, NULL},
 };

@@ -9,6 +9,7 @@ def leaves(
     node: str,
     prev_subjects: list[int | None],
     frontier: list[tuple[int, int, bytes]],
+    stratum: int,
     /,
 ) -> (
     tuple[

@@ -22,7 +22,7 @@ from exchange.ledger import merkle, pgbatch, store
 from exchange.ledger.backpointers import SubjectIndex
 from exchange.ledger.checkpoint import Checkpoint, sign_checkpoint
 from exchange.ledger.leaf import Event
-from exchange.ledger.leaves import Frontier, LeafBatch
+from exchange.ledger.leaves import Frontier, LeafBatch, Ref
 from exchange.ledger.note import Signer
 from exchange.ledger.store import Coord
 from exchange.node import Node
@@ -73,13 +73,13 @@ class BatchAppender:
     def run(
         self,
         refs: list[str],
-        direct: list[tuple[str, Event]],
-        committed: dict[str, int] | None = None,
-    ) -> dict[str, int]:
+        direct: list[tuple[Ref, Event]],
+        committed: dict[Ref, int] | None = None,
+    ) -> dict[Ref, int]:
         """Append batches until every outbox ref in ``refs`` has its index, the ``direct``
         events (ref, event) in the first; ``committed`` (returned) gains each transaction's
         entries only once that transaction committed."""
-        done: dict[str, int] = {} if committed is None else committed
+        done: dict[Ref, int] = {} if committed is None else committed
         engine = self._node.engine
         with engine.connect() as conn:
             conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
@@ -103,7 +103,7 @@ class BatchAppender:
                 if not appended or all(r in done for r in refs):
                     return done
 
-    def _append_locked(self, conn: Connection, direct: list[tuple[str, Event]]) -> dict[str, int]:
+    def _append_locked(self, conn: Connection, direct: list[tuple[Ref, Event]]) -> dict[Ref, int]:
         """One batch under the lock: outbox rows, then ``direct``; ref → index."""
         if conn.dialect.name == "postgresql":
             with store.driver(conn) as raw:
@@ -111,8 +111,8 @@ class BatchAppender:
         return self._append_batch(conn, None, direct)
 
     def _append_batch(
-        self, conn: Connection, raw: psycopg.Connection[Any] | None, direct: list[tuple[str, Event]]
-    ) -> dict[str, int]:
+        self, conn: Connection, raw: psycopg.Connection[Any] | None, direct: list[tuple[Ref, Event]]
+    ) -> dict[Ref, int]:
         now_ms = int(self._node.clock.now() * 1000)
         state = self._read(conn, raw, direct)
         if not state.outbox and not direct:
@@ -123,7 +123,9 @@ class BatchAppender:
             return {}
         frontier, at_head = _verified_frontier(conn, state)
         # 3. Leaves: chain, subject back-pointers, subtree hashes.
-        events = [(ref, Event.from_json(event_json)) for _, ref, event_json in state.outbox]
+        events: list[tuple[Ref, Event]] = [
+            (ref, Event.from_json(event_json)) for _, ref, event_json in state.outbox
+        ]
         events += direct
         batch = LeafBatch(
             size=state.size,
@@ -173,7 +175,7 @@ class BatchAppender:
         return batch.done
 
     def _read(
-        self, conn: Connection, raw: psycopg.Connection[Any] | None, direct: list[tuple[str, Event]]
+        self, conn: Connection, raw: psycopg.Connection[Any] | None, direct: list[tuple[Ref, Event]]
     ) -> pgbatch.Locked:
         """Everything a batch reads under the lock. Every committed outbox event, in the
         order the outbox saw them — not only this process's: an event committed before

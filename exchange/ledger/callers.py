@@ -8,7 +8,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 
 from exchange.errors import LedgerUnavailable
@@ -31,7 +31,7 @@ class Direct:
         self.future = future  # a blocking caller's
         self.waiter = waiter  # an asyncio caller's, resolved on ``loop``
         self.loop = loop
-        self.refs: list[str] = []
+        self.refs: Sequence[int] = ()  # given by the writer when it takes them
 
     def take(self) -> bool:
         """Claim the caller for a batch; False if it gave up first (its events are dropped)."""
@@ -104,7 +104,7 @@ def _settle(results: list[tuple[asyncio.Future[list[int]], list[int] | None, str
             waiter.set_exception(LedgerUnavailable(error))
 
 
-def answer(direct: list[Direct], committed: dict[str, int], error: str) -> None:
+def answer(direct: list[Direct], committed: Mapping[str | int, int], error: str) -> None:
     """From the writer thread: each caller gets its indices if all its events committed,
     else LedgerUnavailable(``error``); asyncio callers once per loop, on that loop."""
     by_loop: dict[

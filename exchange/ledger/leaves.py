@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from exchange.errors import InvalidInput
-from exchange.ledger import merkle, pgbatch
+from exchange.ledger import merkle, pgbatch, store
 from exchange.ledger.leaf import LEAF_VERSION, Event, encode_leaf
 
 _EVENT_FIELDS = tuple(Event.__dataclass_fields__)
@@ -45,6 +45,10 @@ def _load_native() -> ModuleType | None:
 
 
 native: ModuleType | None = _load_native()
+
+Ref = str | int
+"""What a batch's caller is told its event's index by: an outbox event's ref (a UUID string,
+stored with its entry) or, for a direct event, a number the writer gives it (not stored)."""
 
 
 @dataclass
@@ -145,9 +149,9 @@ class LeafBatch:
     time_ms: int
     last_for_subject: dict[str, int | None]
     nodes: list[tuple[int, int, bytes]] = field(default_factory=list)
-    done: dict[str, int] = field(default_factory=dict)
+    done: dict[Ref, int] = field(default_factory=dict)
 
-    def columns(self, events: list[tuple[str, Event]], stored: int) -> pgbatch.Columns:
+    def columns(self, events: list[tuple[Ref, Event]], stored: int) -> pgbatch.Columns:
         """ledger_entries rows in index order; fills ``nodes`` and ``done`` (every event's
         ref) as it goes. The first ``stored`` events' refs are stored with their rows (the
         outbox events': a waiter may look for them in the ledger); the rest (direct
@@ -180,7 +184,7 @@ class LeafBatch:
             out.idx.append(size)
             out.leaf.append(leaf)
             out.leaf_hash.append(h)
-            out.ref.append(ref if k < stored else None)
+            out.ref.append(str(ref) if k < stored else None)
             out.kind.append(event.kind)
             out.actor.append(event.actor)
             out.subject.append(subject)
@@ -190,10 +194,11 @@ class LeafBatch:
             done[ref] = size
             size, last_hash = size + 1, h
         self.size, self.last_hash = size, last_hash
+        nodes[:] = [n for n in nodes if store.is_stored(n[0])]  # only those stored
         return out
 
     def _native_columns(
-        self, builder: ModuleType, events: list[tuple[str, Event]], stored: int
+        self, builder: ModuleType, events: list[tuple[Ref, Event]], stored: int
     ) -> pgbatch.Columns | None:
         """:meth:`columns` by the C builder, or None (nothing changed) when an event is not
         plain. The back-pointers are worked out here first, as the Python loop does."""
@@ -211,10 +216,10 @@ class LeafBatch:
             learned[subject] = size + i
         fields = [_EVENT_VALUES(event) for _, event in events]
         refs = [ref for ref, _ in events]
-        kept: list[str | None] = [*refs[:stored], *([None] * (len(refs) - stored))]
+        kept: list[str | None] = [*map(str, refs[:stored]), *([None] * (len(refs) - stored))]
         out = builder.leaves(
             fields, kept, size, self.last_hash, self.time_ms, self.node, prev_subjects,
-            self.frontier.nodes,
+            self.frontier.nodes, store.STRATUM,
         )
         if out is None:
             return None

@@ -123,8 +123,7 @@ def read(
     sent at once, executed in that order under the lock. The hashes are kept only if the
     head is at the expected size."""
     expected, coords = probe if probe is not None else (None, ())
-    leaves = [i for lvl, i in coords if lvl == 0]
-    inner = [(lvl, i) for lvl, i in coords if lvl]
+    leaves, inner = store.plan_reads(coords)
     with raw.pipeline():
         raw.execute(_GENERIC)
         raw.execute(_LOCK, (lock_key,))
@@ -158,7 +157,9 @@ def read(
         subtrees=(
             None
             if hashes is None or size != expected
-            else {(int(lvl), int(i)): bytes(x) for lvl, i, x in hashes.fetchall()}
+            else store.assemble(
+                coords, {(int(lvl), int(i)): bytes(x) for lvl, i, x in hashes.fetchall()}
+            )
         ),
         subjects={s: None if i is None else int(i) for s, i in found.fetchall()},
     )

@@ -2,7 +2,14 @@
 
 Which stored hashes a computation over the tree needs depends only on sizes and indices,
 never on the hashes, so every read is planned first and answered by ONE statement (leaf
-hashes and inner nodes together, driver-level SQL: no statement compilation). Everything
+hashes and inner nodes together, driver-level SQL: no statement compilation).
+
+Strata: the leaf hashes are stored with the entries, but inner nodes only at levels that are
+multiples of :data:`STRATUM` (4, 8, 12, …) — one ``ledger_nodes`` row for every 15 entries
+instead of one for every entry. A subtree at any other level is folded from the at most
+2**(STRATUM-1) stored ones below it (:func:`stored_coords`): a read asks for those
+(:func:`plan_reads`) and returns the subtrees asked for (:func:`assemble`), so the callers
+see every level as before. Everything
 here reads storage as it is now; the read path's cache (:mod:`.readcache`) and the proofs
 served from it (:mod:`.proofs`) build on these reads. The writer's reads
 (:func:`fetch_subtrees`, :func:`with_stored_hashes`) always come from here, so its
@@ -26,8 +33,63 @@ from exchange.persistence.models import LedgerEntry
 T = TypeVar("T")
 ZERO: Final = b"\0" * 32
 ENTRIES_PAGE_MAX = 1000
+STRATUM: Final = 4
+"""Inner subtree hashes are stored only at levels that are multiples of this (migration
+0008): every fourth level keeps the rows a batch writes to a fifteenth, and a subtree at
+another level costs at most 8 stored hashes and 7 node hashes to read."""
 
 Coord = tuple[int, int]
+
+
+def is_stored(level: int) -> bool:
+    """Whether subtrees at ``level`` are stored (the leaves, level 0, always are)."""
+    return level % STRATUM == 0
+
+
+def stored_coords(coord: Coord) -> list[Coord]:
+    """The stored subtrees that make up ``coord``: itself at a stored level, else the
+    2**(level % STRATUM) subtrees under it at the stored level below, left to right."""
+    level, index = coord
+    span = level % STRATUM
+    if not span:
+        return [coord]
+    base = level - span
+    return [(base, j) for j in range(index << span, (index + 1) << span)]
+
+
+def plan_reads(wanted: Iterable[Coord]) -> tuple[list[int], list[Coord]]:
+    """What to read for ``wanted``: the leaf indices and the stored inner subtrees, each
+    once, sorted."""
+    leaves: set[int] = set()
+    inner: set[Coord] = set()
+    for coord in wanted:
+        for c in stored_coords(coord):
+            if c[0] == 0:
+                leaves.add(c[1])
+            else:
+                inner.add(c)
+    return sorted(leaves), sorted(inner)
+
+
+def assemble(wanted: Iterable[Coord], read: dict[Coord, bytes]) -> dict[Coord, bytes]:
+    """Each of ``wanted`` from the stored hashes ``read`` (folded pairwise where its level is
+    not stored); one that lacks a stored hash is left out."""
+    out: dict[Coord, bytes] = {}
+    for coord in wanted:
+        parts = stored_coords(coord)
+        if len(parts) == 1:
+            h = read.get(coord)
+            if h is not None:
+                out[coord] = h
+            continue
+        try:
+            row = [read[c] for c in parts]
+        except KeyError:
+            continue
+        while len(row) > 1:
+            row = [merkle.node_hash(row[k], row[k + 1]) for k in range(0, len(row), 2)]
+        out[coord] = row[0]
+    return out
 
 
 class _Recorder(merkle.HashSource):
@@ -145,16 +207,13 @@ def _select_hashes(
 
 
 def fetch_subtrees(conn: Connection, wanted: Iterable[Coord]) -> dict[Coord, bytes]:
-    """The stored hashes of the given complete perfect subtrees (level 0 = leaf hashes),
-    in one statement; those not stored are left out."""
-    leaves: list[int] = []
-    inner: list[Coord] = []
-    for c in wanted:
-        if c[0] == 0:
-            leaves.append(c[1])
-        else:
-            inner.append(c)
-    return {(lvl, i): bytes(h) for lvl, i, h in _select_hashes(conn, leaves, inner)}
+    """The hashes of the given complete perfect subtrees (level 0 = leaf hashes) from the
+    stored ones, in one statement; those whose stored hashes are not all there are left
+    out."""
+    wanted = list(wanted)
+    leaves, inner = plan_reads(wanted)
+    read = {(int(lvl), int(i)): bytes(h) for lvl, i, h in _select_hashes(conn, leaves, inner)}
+    return assemble(wanted, read)
 
 
 def with_stored_hashes(conn: Connection, compute: Callable[[merkle.HashSource], T]) -> T:

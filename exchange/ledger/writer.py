@@ -43,7 +43,7 @@ from exchange.ledger import store
 from exchange.ledger.append import BatchAppender
 from exchange.ledger.callers import Deadlines, Direct, answer
 from exchange.ledger.leaf import Event
-from exchange.ledger.leaves import check_direct
+from exchange.ledger.leaves import Ref, check_direct
 from exchange.ledger.note import Signer
 from exchange.node import Node
 from exchange.persistence.models import LedgerOutbox
@@ -94,8 +94,8 @@ class LedgerWriter:
         self._thread: threading.Thread | None = None
         self._halted: str | None = None
         self._appender: BatchAppender | None = None
-        # Direct events get a ref only to be told their indices by (it is not stored):
-        # "direct-" and a counter, never an outbox event's ref (a UUID) in the same batch.
+        # Direct events get a ref only to be told their indices by (it is not stored): a
+        # number (an int, never equal to an outbox event's ref, a UUID string).
         self._ref_count = 0
         self._deadlines: dict[asyncio.AbstractEventLoop, Deadlines] = {}
         # Each event loop's asyncio callers not yet handed to the writer thread: handed over
@@ -313,9 +313,9 @@ class LedgerWriter:
             if isinstance(item, list):
                 answer([d for d in item if d.take()], {}, "the ledger writer has stopped")
 
-    def _next_refs(self, n: int) -> list[str]:
+    def _next_refs(self, n: int) -> range:
         first, self._ref_count = self._ref_count, self._ref_count + n
-        return [f"direct-{i}" for i in range(first, first + n)]
+        return range(first, first + n)
 
     def _serve(self, waiters: list[tuple[str, Future[int]]], direct: list[Direct]) -> None:
         direct = [d for d in direct if d.take()]
@@ -325,11 +325,11 @@ class LedgerWriter:
                 f.set_exception(LedgerUnavailable(reason))
             answer(direct, {}, reason)
             return
-        pending: list[tuple[str, Event]] = []
+        pending: list[tuple[Ref, Event]] = []
         for d in direct:
             d.refs = self._next_refs(len(d.events))
             pending.extend(zip(d.refs, d.events, strict=True))
-        committed: dict[str, int] = {}  # filled only as transactions commit
+        committed: dict[Ref, int] = {}  # filled only as transactions commit
         error = ""
         try:
             assert self._appender is not None  # set by start(), before the thread runs

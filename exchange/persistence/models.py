@@ -162,7 +162,9 @@ class LedgerEntry(Base):
 
 
 class LedgerNode(Base):
-    """The hash of a complete perfect subtree (level ≥ 1) of the ledger's Merkle tree."""
+    """The hash of a complete perfect subtree of the ledger's Merkle tree, at a level that
+    is a positive multiple of ``exchange.ledger.store.STRATUM`` (those at other levels are
+    folded from these and the leaf hashes when read; migration 0008)."""
 
     __tablename__ = "ledger_nodes"
 
