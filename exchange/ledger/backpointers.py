@@ -7,17 +7,44 @@ needs, for each subject in a batch, that subject's latest index in the tree it e
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, bindparam, func, select, text
 
 from exchange.ledger.leaf import subject_prefix
 from exchange.persistence.models import LedgerEntry
 
-_LAST_BY_SUBJECT_PG = text(
-    # One round trip; each subject is one backward probe of ix_ledger_entries_subject_prefix
-    # (subject_prefix, idx), not a scan of all its entries as GROUP BY would be; the subject
-    # is compared in full (two pseudonyms may share a prefix).
-    "SELECT s, (SELECT max(idx) FROM ledger_entries WHERE subject_prefix = p AND subject = s) "
-    "FROM unnest(CAST(:subjects AS text[]), CAST(:prefixes AS bigint[])) AS w(s, p)"
+
+def latest_by_subject_sql(subjects: str) -> str:
+    """PostgreSQL: (subject, its latest index or NULL) for every non-NULL subject the SQL
+    ``subjects`` yields (one column), in one statement.
+
+    Each subject is one backward probe of ix_ledger_entries_subject_prefix (subject_prefix,
+    idx): the latest entry with the subject's prefix, which is the subject's own unless two
+    pseudonyms share the prefix — only then are that prefix's entries searched for the
+    subject in full. (Asked in one condition, ``subject_prefix = p AND subject = s``, the
+    planner cannot know that the prefix follows from the subject, expects almost no row to
+    match, and reads every entry of the subject to find the latest.)"""
+    # ``subjects`` is SQL of ours, never a value.
+    return (
+        "SELECT w.s, CASE WHEN e.subject = w.s THEN e.idx WHEN e.idx IS NULL THEN NULL"  # noqa: S608
+        " ELSE (SELECT max(idx) FROM ledger_entries WHERE subject_prefix = w.p AND subject = w.s)"
+        " END FROM (SELECT s, ('x' || left(s, 16))::bit(64)::bigint"
+        f" FROM ({subjects}) AS u(s) WHERE s IS NOT NULL) AS w(s, p)"
+        " LEFT JOIN LATERAL (SELECT idx, subject FROM ledger_entries"
+        " WHERE subject_prefix = w.p ORDER BY idx DESC LIMIT 1) AS e ON true"
+    )
+
+
+_LAST_BY_SUBJECT_PG = text(latest_by_subject_sql("SELECT unnest(CAST(:subjects AS text[]))"))
+
+
+_LATEST_WITH_PREFIX = (
+    select(LedgerEntry.idx, LedgerEntry.subject)
+    .where(LedgerEntry.subject_prefix == bindparam("p"))
+    .order_by(LedgerEntry.idx.desc())
+    .limit(1)
+)
+_LATEST_OF_SUBJECT = select(func.max(LedgerEntry.idx)).where(
+    LedgerEntry.subject_prefix == bindparam("p"), LedgerEntry.subject == bindparam("s")
 )
 
 
@@ -79,28 +106,25 @@ class SubjectIndex:
 
 
 def _last_indices(conn: Connection, subjects: set[str]) -> dict[str, int | None]:
-    """Each subject's latest index in the ledger (None if it has none), in one query."""
+    """Each subject's latest index in the ledger (None if it has none): one query on
+    PostgreSQL, one or (a shared prefix) two a subject on SQLite."""
     last: dict[str, int | None] = dict.fromkeys(subjects)
     if not subjects:
         return last
     wanted = sorted(subjects)
     if conn.dialect.name == "postgresql":
-        prefixes = [subject_prefix(s) for s in wanted]
-        for subject, idx in conn.execute(
-            _LAST_BY_SUBJECT_PG, {"subjects": wanted, "prefixes": prefixes}
-        ):
+        for subject, idx in conn.execute(_LAST_BY_SUBJECT_PG, {"subjects": wanted}):
             last[subject] = None if idx is None else int(idx)
         return last
-    for i in range(0, len(wanted), 500):  # SQLite: bounded host parameters per statement
-        chunk = wanted[i : i + 500]
-        for subject, idx in conn.execute(
-            select(LedgerEntry.subject, func.max(LedgerEntry.idx))
-            .where(
-                LedgerEntry.subject_prefix.in_({subject_prefix(s) for s in chunk}),
-                LedgerEntry.subject.in_(chunk),
-            )
-            .group_by(LedgerEntry.subject)
-        ):
-            if subject is not None:
-                last[subject] = int(idx)
+    # SQLite (in process: a statement costs microseconds): the same probe, a subject at a time.
+    for subject in wanted:
+        prefix = subject_prefix(subject)
+        row = conn.execute(_LATEST_WITH_PREFIX, {"p": prefix}).first()
+        if row is None:
+            continue
+        latest: int | None = row[0]
+        if row[1] != subject:  # another pseudonym with the same prefix came last
+            latest = conn.execute(_LATEST_OF_SUBJECT, {"p": prefix, "s": subject}).scalar()
+        if latest is not None:
+            last[subject] = int(latest)
     return last

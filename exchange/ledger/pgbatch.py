@@ -24,28 +24,29 @@ import psycopg
 
 from exchange.errors import LedgerIntegrityError
 from exchange.ledger import store
+from exchange.ledger.backpointers import latest_by_subject_sql
 from exchange.ledger.leaf import subject_prefix
 from exchange.ledger.store import Coord, StoredCheckpoint
 
 # The batch's statements are prepared (psycopg, from their fifth run) and their plans never
 # depend on the values: without this the hashes' read, whose arrays a custom plan can count,
 # was planned afresh at every batch (its bind 0.14 ms a batch against 0.035 with it).
-_GENERIC: Final = "SET LOCAL plan_cache_mode = force_generic_plan"
+# No JIT either: every statement here is a few index probes, and the generic plans' cost
+# estimates can pass jit_above_cost, when compiling took 7-100 ms a batch.
+_GENERIC: Final = (
+    "SELECT set_config('plan_cache_mode', 'force_generic_plan', true),"
+    " set_config('jit', 'off', true)"
+)
 _LOCK: Final = "SELECT pg_advisory_xact_lock(%s)"
 _HEAD: Final = "SELECT size, last_hash FROM ledger_head WHERE id = 1"
 _OUTBOX: Final = "SELECT seq, ref, event FROM ledger_outbox ORDER BY seq LIMIT %s"
 _CHECKPOINT: Final = "SELECT size, root, note FROM ledger_checkpoints ORDER BY size DESC LIMIT 1"
-_SUBJECTS: Final = (
-    # The subjects asked for and those of the outbox rows read with them (the same rows:
-    # this runs after _OUTBOX in the same transaction, under the lock), each one backward
-    # probe of ix_ledger_entries_subject_prefix (subject_prefix, idx), the subject compared
-    # in full (two pseudonyms may share a prefix: leaf.subject_prefix).
-    "SELECT s, (SELECT max(idx) FROM ledger_entries"
-    " WHERE subject_prefix = ('x' || left(s, 16))::bit(64)::bigint AND subject = s)"
-    " FROM (SELECT unnest(%s::text[])"
-    " UNION SELECT o.event->>'subject' FROM"
-    " (SELECT event FROM ledger_outbox ORDER BY seq LIMIT %s) AS o) AS w(s)"
-    " WHERE s IS NOT NULL"
+# The latest index of the subjects asked for and of those of the outbox rows read with them
+# (the same rows: this runs after _OUTBOX in the same transaction, under the lock), each one
+# backward probe of ix_ledger_entries_subject_prefix (backpointers.latest_by_subject_sql).
+_SUBJECTS: Final = latest_by_subject_sql(
+    "SELECT unnest(%s::text[]) UNION SELECT o.event->>'subject' FROM"
+    " (SELECT event FROM ledger_outbox ORDER BY seq LIMIT %s) AS o"
 )
 # Binary COPY for the rows: ~3 µs of Python per row, and a third of the server time of an
 # INSERT from unnest() of array parameters (measured: 2.8 against 9.1 ms for 128 entries).
