@@ -13,6 +13,7 @@ from concurrent.futures import Future
 
 from exchange.errors import LedgerUnavailable
 from exchange.ledger.leaf import Event
+from exchange.ledger.leaves import Ref
 
 
 class Direct:
@@ -104,7 +105,7 @@ def _settle(results: list[tuple[asyncio.Future[list[int]], list[int] | None, str
             waiter.set_exception(LedgerUnavailable(error))
 
 
-def answer(direct: list[Direct], committed: Mapping[str | int, int], error: str) -> None:
+def answer(direct: list[Direct], committed: Mapping[Ref, int], error: str) -> None:
     """From the writer thread: each caller gets its indices if all its events committed,
     else LedgerUnavailable(``error``); asyncio callers once per loop, on that loop."""
     by_loop: dict[

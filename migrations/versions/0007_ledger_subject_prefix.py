@@ -37,14 +37,20 @@ def upgrade() -> None:
             " ('x' || left(subject, 16))::bit(64)::bigint WHERE subject IS NOT NULL"
         )
     else:
-        rows = bind.exec_driver_sql(
-            "SELECT idx, subject FROM ledger_entries WHERE subject IS NOT NULL"
-        ).all()
-        if rows:
+        after = -1
+        while True:  # 10,000 rows at a time, in index order
+            rows = bind.exec_driver_sql(
+                "SELECT idx, subject FROM ledger_entries WHERE idx > ? AND subject IS NOT NULL"
+                " ORDER BY idx LIMIT 10000",
+                (after,),
+            ).all()
+            if not rows:
+                break
             bind.exec_driver_sql(
                 "UPDATE ledger_entries SET subject_prefix = ? WHERE idx = ?",
                 [(subject_prefix(subject), idx) for idx, subject in rows],
             )
+            after = rows[-1][0]
     op.create_index(
         "ix_ledger_entries_subject_prefix", "ledger_entries", ["subject_prefix", "idx"]
     )
