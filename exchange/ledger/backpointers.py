@@ -7,10 +7,9 @@ needs, for each subject in a batch, that subject's latest index in the tree it e
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, bindparam, func, select, text
+from sqlalchemy import Connection, text
 
-from exchange.ledger.leaf import subject_prefix
-from exchange.persistence.models import LedgerEntry
+from exchange.ledger import store
 
 
 def latest_by_subject_sql(subjects: str) -> str:
@@ -35,17 +34,6 @@ def latest_by_subject_sql(subjects: str) -> str:
 
 
 _LAST_BY_SUBJECT_PG = text(latest_by_subject_sql("SELECT unnest(CAST(:subjects AS text[]))"))
-
-
-_LATEST_WITH_PREFIX = (
-    select(LedgerEntry.idx, LedgerEntry.subject)
-    .where(LedgerEntry.subject_prefix == bindparam("p"))
-    .order_by(LedgerEntry.idx.desc())
-    .limit(1)
-)
-_LATEST_OF_SUBJECT = select(func.max(LedgerEntry.idx)).where(
-    LedgerEntry.subject_prefix == bindparam("p"), LedgerEntry.subject == bindparam("s")
-)
 
 
 class SubjectIndex:
@@ -107,7 +95,8 @@ class SubjectIndex:
 
 def _last_indices(conn: Connection, subjects: set[str]) -> dict[str, int | None]:
     """Each subject's latest index in the ledger (None if it has none): one query on
-    PostgreSQL, one or (a shared prefix) two a subject on SQLite."""
+    PostgreSQL, one a subject on SQLite (more only where another pseudonym shares its
+    prefix)."""
     last: dict[str, int | None] = dict.fromkeys(subjects)
     if not subjects:
         return last
@@ -118,13 +107,7 @@ def _last_indices(conn: Connection, subjects: set[str]) -> dict[str, int | None]
         return last
     # SQLite (in process: a statement costs microseconds): the same probe, a subject at a time.
     for subject in wanted:
-        prefix = subject_prefix(subject)
-        row = conn.execute(_LATEST_WITH_PREFIX, {"p": prefix}).first()
-        if row is None:
-            continue
-        latest: int | None = row[0]
-        if row[1] != subject:  # another pseudonym with the same prefix came last
-            latest = conn.execute(_LATEST_OF_SUBJECT, {"p": prefix, "s": subject}).scalar()
-        if latest is not None:
-            last[subject] = int(latest)
+        latest = store.subject_entries(conn, subject, limit=1)
+        if latest:
+            last[subject] = latest[0].index
     return last

@@ -28,6 +28,7 @@ from sqlalchemy import Connection, select
 
 from exchange.errors import InvalidInput, LedgerIntegrityError
 from exchange.ledger import merkle
+from exchange.ledger.leaf import subject_prefix
 from exchange.persistence.models import LedgerEntry
 
 T = TypeVar("T")
@@ -262,6 +263,32 @@ def entries(conn: Connection, start: int, end: int) -> list[StoredEntry]:
         .order_by(LedgerEntry.idx)
     )
     return [StoredEntry(i, bytes(leaf)) for i, leaf in rows]
+
+
+def subject_entries(
+    conn: Connection, subject: str, *, before: int | None = None, limit: int = 1
+) -> list[StoredEntry]:
+    """The subject's latest ``limit`` entries below ``before`` (all: None), newest first.
+
+    A backward scan of ix_ledger_entries_subject_prefix (leaf.subject_prefix), keeping the
+    subject's own: another pseudonym may share the prefix. (Asked as one condition with the
+    subject, the planner cannot know that the prefix follows from it, expects almost no
+    match and may read every entry of the subject first.)"""
+    prefix = subject_prefix(subject)
+    page = max(limit, 64)
+    out: list[StoredEntry] = []
+    while len(out) < limit:
+        q = select(LedgerEntry.idx, LedgerEntry.leaf, LedgerEntry.subject).where(
+            LedgerEntry.subject_prefix == prefix
+        )
+        if before is not None:
+            q = q.where(LedgerEntry.idx < before)
+        rows = conn.execute(q.order_by(LedgerEntry.idx.desc()).limit(page)).all()
+        out += [StoredEntry(int(i), bytes(leaf)) for i, leaf, s in rows if s == subject]
+        if len(rows) < page:
+            break
+        before = int(rows[-1][0])
+    return out[:limit]
 
 
 def iter_entries(conn: Connection, batch: int = 5000) -> Iterable[StoredEntry]:

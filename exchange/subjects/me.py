@@ -11,10 +11,9 @@ from sqlalchemy.orm import Session
 
 from exchange.crypto.encoding import b64_encode
 from exchange.ledger import proofs, store
-from exchange.ledger.leaf import subject_prefix
 from exchange.ledger.service import subject_pseudonym
 from exchange.node import Node
-from exchange.persistence.models import Certificate, Client, LedgerEntry, PeerReceipt
+from exchange.persistence.models import Certificate, Client, PeerReceipt
 from exchange.subjects.service import Subject
 
 ACCESS_LOG_MAX = 200
@@ -45,29 +44,6 @@ class AccessLogEntry:
     peer_receipts: dict[str, str]
 
 
-def _latest_entries(
-    session: Session, pseudonym: str, before: int | None, limit: int
-) -> list[tuple[int, bytes]]:
-    """(index, leaf) of the subject's latest ``limit`` entries below ``before``, newest
-    first: a backward scan of ix_ledger_entries_subject_prefix, keeping the subject's own
-    (another pseudonym may share the prefix). Asked as one condition with the subject, the
-    planner expects almost no match and may read every entry of the subject first."""
-    prefix = subject_prefix(pseudonym)
-    out: list[tuple[int, bytes]] = []
-    while len(out) < limit:
-        q = select(LedgerEntry.idx, LedgerEntry.leaf, LedgerEntry.subject).where(
-            LedgerEntry.subject_prefix == prefix
-        )
-        if before is not None:
-            q = q.where(LedgerEntry.idx < before)
-        page = session.execute(q.order_by(LedgerEntry.idx.desc()).limit(limit)).all()
-        out += [(int(i), bytes(leaf)) for i, leaf, s in page if s == pseudonym]
-        if len(page) < limit:
-            break
-        before = int(page[-1][0])
-    return out[:limit]
-
-
 def access_log(session: Session, node: Node, subject: Subject,
                before: int | None = None, limit: int = 100) -> list[AccessLogEntry]:
     """Newest first: who did what about this subject, each with its leaf and receipt.
@@ -77,7 +53,8 @@ def access_log(session: Session, node: Node, subject: Subject,
     """
     limit = max(1, min(limit, ACCESS_LOG_MAX))
     pseudonym = subject_pseudonym(node, subject.subject_id)
-    rows = _latest_entries(session, pseudonym, before, limit)
+    rows = [(e.index, e.leaf) for e in
+            store.subject_entries(session.connection(), pseudonym, before=before, limit=limit)]
     names = dict(session.execute(select(Client.id, Client.name)).all())
     peer: dict[int, dict[str, str]] = {}
     for idx, province, peer_rec in session.execute(
