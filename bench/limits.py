@@ -195,8 +195,9 @@ def pg_insert_ledger_layout(url: str, batch: int, seconds: float) -> dict[str, A
     shaped as direct appends (~400-byte leaf, hash, no ref, a subject from 256 as in
     ``bench.tasks appends``) by binary COPY into an empty table made ``LIKE ledger_entries
     INCLUDING ALL`` — its primary key with the leaf hashes, the partial ref index and the
-    subject-prefix index — one connection, synchronous_commit on. No subtree rows, head, checkpoint,
-    lock or reads: only the entry rows a batch must write, into a table with no history."""
+    subject-prefix index — one connection, synchronous_commit on. No subtree rows, head,
+    checkpoint, lock or reads: only the entry rows a batch must write, into a table with no
+    history."""
     import psycopg
 
     from exchange.ledger.leaf import subject_prefix
@@ -204,7 +205,6 @@ def pg_insert_ledger_layout(url: str, batch: int, seconds: float) -> dict[str, A
     url = url.replace("postgresql+psycopg://", "postgresql://")
     leaf = os.urandom(200).hex().encode()[:400]
     subjects = [sha256(f"layout-{i}".encode()).hexdigest() for i in range(256)]
-
     prefixes = [subject_prefix(s) for s in subjects]
 
     def rows_at(idx: int) -> list[tuple[Any, ...]]:

@@ -65,8 +65,9 @@ def subject_prefix(subject: str) -> int:
     ``ledger_entries.subject_prefix`` stores and its index (with ``idx``) is searched by.
 
     A key of 8 bytes instead of 64 characters: the index a subject's entries are found by
-    costs a third less to insert into (``ix_ledger_entries_subject_prefix``, migration
-    0007). Two pseudonyms may share a prefix, so every search also compares ``subject``."""
+    costs about a quarter less to insert into (``ix_ledger_entries_subject_prefix``,
+    migration 0007: 4.5 against 6.2 µs of server CPU a row). Two pseudonyms may share a
+    prefix, so every search also compares ``subject``."""
     value = int(subject[:16], 16)
     return value - (1 << 64) if value >> 63 else value
 
