@@ -256,6 +256,62 @@ def test_subjects_see_and_revoke_only_their_own(world: World) -> None:
     assert w.http.get("/v1/me/access-log", headers=w.subject_headers(other)).json()["entries"] == []
 
 
+def test_access_log_pages_past_another_pseudonym_with_the_same_prefix(world: World) -> None:
+    """Entries are found by the first 64 bits of the subject's pseudonym, then the subject in
+    full (store.subject_entries). Here another pseudonym with the same first 16 hex digits
+    has runs of entries longer than the reader's page of index rows (64) before, between
+    and after the enterprise's: paging through ``GET /v1/me/access-log`` two at a time
+    still returns exactly the enterprise's entries, newest first, each page below the
+    previous one, and none of the other's."""
+    from exchange.ledger.leaf import Event, SubjectPseudonym
+    from exchange.ledger.service import subject_pseudonym
+    from exchange.ledger.writer import LedgerWriter
+
+    w = world
+    mine = subject_pseudonym(w.node, w.enterprise)
+    twin = SubjectPseudonym(mine[:16] + ("0" * 48 if mine[16:] != "0" * 48 else "1" * 48))
+    writer = w.node.ledger
+    assert isinstance(writer, LedgerWriter)
+
+    def twins(n: int) -> list[int]:
+        return writer.append([Event(kind="pull", actor="twin-prefix", outcome="granted",
+                                    subject=twin) for _ in range(n)])
+
+    twins(70)
+    consent = w.grant()
+    twins(130)
+    for _ in range(3):
+        assert w.pull(consent["id"]).status_code == 200
+        twins(65)
+    with w.node.sessions() as s:
+        expected = list(s.scalars(select(LedgerEntry.idx).where(LedgerEntry.subject == mine)
+                                  .order_by(LedgerEntry.idx.desc())))
+        twin_count = s.scalar(select(func.count()).where(LedgerEntry.subject == twin))
+    # The issuance, the grant and three pulls; the other pseudonym's entries around them.
+    assert len(expected) == 5 and twin_count == 70 + 130 + 3 * 65
+    pages: list[list[dict[str, Any]]] = []
+    before: int | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 2, **({} if before is None else {"before": before})}
+        r = w.http.get("/v1/me/access-log", params=params, headers=w.subject_headers())
+        assert r.status_code == 200, r.text
+        page = r.json()["entries"]
+        if not page:
+            break
+        assert len(page) <= 2
+        assert before is None or all(e["index"] < before for e in page)
+        pages.append(page)
+        before = page[-1]["index"]
+    got = [e["index"] for p in pages for e in p]
+    assert got == expected
+    assert all(e["actor"] != "twin-prefix" for p in pages for e in p)
+    verifier = Verifier.from_vkey(w.http.get("/v1/ledger/vkey").text.strip())
+    for e in (e for p in pages for e in p):
+        leaf = base64.b64decode(e["leaf"])
+        assert json.loads(leaf)["subject"] == mine
+        verify_receipt(e["receipt"], verifier=verifier, leaf_bytes=leaf)
+
+
 def test_subject_token_attacks(world: World, node) -> None:  # type: ignore[no-untyped-def]
     w = world
     from exchange.crypto.jws import SigningKey, sign_jwt
