@@ -91,7 +91,19 @@ def ledger_figures(b: Bench, home: NodeHome, db: PgDatabase, world: dict[str, An
                         str(m.append_threads), "1.5"], env=None, timeout=60,
                        logfile=b.logs / "limit-pg-insert-ledger-layout.log")
     b.raw["pg-insert-ledger-layout"] = layout
+    # What no writer could beat with these callers: the callers alone (a writer whose batches
+    # commit nothing) and the rows' own COPY and commit at this run's mean batch size.
+    log(f"limit: the {APPEND_CALLERS} callers alone, and the layout's COPY of {same} rows")
+    alone = json_run([sys.executable, "-m", "bench.tasks", "callers-alone", str(APPEND_CALLERS),
+                       str(min(m.append_seconds, 5.0))], env=env,
+                      timeout=m.append_seconds + 120, logfile=b.logs / "limit-callers-alone.log")
+    b.raw["callers-alone"] = alone
+    same_layout = json_run([sys.executable, "-m", "bench.limits", "pg-insert-ledger-layout",
+                             db.url, str(same), "1.5"], env=None, timeout=60,
+                            logfile=b.logs / "limit-pg-insert-ledger-layout-appends-batch.log")
+    b.raw["pg-insert-ledger-layout-appends-batch"] = same_layout
     raw_rate = b.raw.get("pg_insert_rate")
+    floor_note = _floor_note(alone, same_layout, raw_rate)
     layout_note = (
         f"; the same COPY into an empty table laid out as ledger_entries ({layout['indexes']} "
         f"indexes, no subtree rows, head or checkpoint) {layout['rows_per_s']:,.0f} rows/s"
@@ -119,7 +131,7 @@ def ledger_figures(b: Bench, home: NodeHome, db: PgDatabase, world: dict[str, An
                         f"process {app['cpu_cores']:.2f} cores; raw INSERT at the same "
                         f"batch size ({same} rows) {ins['rows_per_s']:,.0f} rows/s = "
                         f"{app['per_s'] / ins['rows_per_s']:.2f}×" + layout_note + held_note
-                        + cpu_note
+                        + floor_note + cpu_note
                         + (f"; ERRORS {app['errors']}" if app["errors"] else ""))
     log(f"ledger appends, outbox: {m.append_threads} threads, {m.append_seconds} s")
     box = json_run([sys.executable, "-m", "bench.tasks", "appends",
@@ -168,6 +180,20 @@ def _audit_cli(b: Bench, home: NodeHome, vkey: str) -> dict[str, Any] | None:
                               "entries": entries, "result": ok, "bare": bare}
     b.raw["audit_cli"] = result
     return result
+
+
+def _floor_note(alone: dict[str, Any], layout: dict[str, Any], raw_rate: float | None) -> str:
+    """The most these callers could append with no writer at all: a cycle of theirs with a
+    writer that commits nothing, plus the COPY and commit of the batch's entry rows into an
+    empty table laid out as ``ledger_entries`` — each entry costing its share of both."""
+    if not alone.get("per_s") or not layout.get("rows_per_s"):
+        return ""
+    per_entry = 1 / alone["per_s"] + layout["commit_ms"] / 1000 / layout["batch"]
+    floor = 1 / per_entry
+    return (f"; with no writer at all (the callers alone {alone['per_s']:,.0f}/s, a batch's "
+            f"rows COPYed and committed into the empty layout {layout['commit_ms']:.2f} ms for "
+            f"{layout['batch']}) at most ≈ {floor:,.0f}/s"
+            + (f" = {floor / raw_rate:.2f}× the raw limit" if raw_rate else ""))
 
 
 def _cpu_note(app: dict[str, float | None] | None, raw: dict[str, float | None] | None,

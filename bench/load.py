@@ -71,6 +71,8 @@ def run_load(
     busy0 = _busy_jiffies()
     time.sleep(max(0.0, window0 + duration - time.monotonic()))
     s_cpu, wall = server.stop()
+    if db_pids:
+        db.join(db_pids())  # backends the node's pool opened during the window count too
     d_cpu, _ = db.stop()
     g_cpu, _ = genm.stop()
     busy = _busy_jiffies() - busy0

@@ -164,6 +164,20 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
+def started_at(pid: int) -> float | None:
+    """When ``pid`` started, in seconds since boot (/proc/<pid>/stat 22); None if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[19]) / CLK_TCK
+
+
+def uptime() -> float:
+    """Seconds since boot (/proc/uptime), the clock of :func:`started_at`."""
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid``."""
     return sum(cpu_times(pid))
@@ -200,12 +214,25 @@ class CpuMeter:
 
     pids: list[int]
     _t0: float = 0.0
+    _boot0: float = 0.0
     _cpu0: dict[int, tuple[float, float]] = field(default_factory=dict)
     sys_seconds: float = 0.0
 
     def start(self) -> None:
         self._t0 = time.monotonic()
+        self._boot0 = uptime()
         self._cpu0 = {p: cpu_times(p) for p in self.pids}
+
+    def join(self, pids: Iterable[int]) -> list[int]:
+        """Also count those of ``pids`` that started after :meth:`start` (a connection a
+        pool opened meanwhile): all their CPU was used since. The pids joined."""
+        joined = []
+        for p in pids:
+            began = started_at(p)
+            if p not in self._cpu0 and began is not None and began >= self._boot0 - 1 / CLK_TCK:
+                self._cpu0[p] = (0.0, 0.0)
+                joined.append(p)
+        return joined
 
     def stop(self) -> tuple[float, float]:
         """(CPU seconds used, wall seconds elapsed); kernel time alone in ``sys_seconds``."""

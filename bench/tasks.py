@@ -110,8 +110,29 @@ def _pull_events(node: Node) -> Callable[[int, str], Event]:
     return event
 
 
+class _CommitsNothing:
+    """A writer's batch that commits nothing: every direct event answered at once with the
+    next number, no database, no lock. In place of a writer's :class:`BatchAppender` it
+    measures the callers alone — the asyncio tasks, ``append_async`` and the writer thread's
+    taking and answering — as a limit, never as a ledger figure."""
+
+    def __init__(self) -> None:
+        self.next = 0
+        self.batches = 0
+
+    def run(self, refs: list[str], direct: list[tuple[Any, Any]],
+            committed: dict[Any, int] | None = None) -> dict[Any, int]:
+        done: dict[Any, int] = {} if committed is None else committed
+        if direct:
+            self.batches += 1
+            for ref, _ in direct:
+                done[ref] = self.next
+                self.next += 1
+        return done
+
+
 def appends(callers: int, seconds: float, path: str = "outbox",
-            phases: bool = False) -> dict[str, Any]:
+            phases: bool = False, database: bool = True) -> dict[str, Any]:
     """Durable ledger appends through one :class:`Node` and its group-commit writer.
 
     ``path="outbox"``: ``callers`` threads, each ``log_event`` in its own transaction, commit,
@@ -119,7 +140,10 @@ def appends(callers: int, seconds: float, path: str = "outbox",
     tasks on one event loop (uvloop when installed, as under uvicorn), each awaiting
     ``LedgerWriter.append_async`` for one event at a time — events that are not part of a
     business transaction. Either way a caller counts an append only once it holds its index,
-    i.e. after the batch holding its entry committed."""
+    i.e. after the batch holding its entry committed.
+
+    ``database=False`` (direct only): the same callers against a writer whose batches
+    commit nothing (:class:`_CommitsNothing`) — how fast the callers alone go round."""
     from sqlalchemy import func, select, text
 
     from bench.experiments import apply
@@ -140,6 +164,11 @@ def appends(callers: int, seconds: float, path: str = "outbox",
     # a batch is how long the lock is held, so batch / that time bounds any schedule.
     totals = timers.enter_context(_phase_timers(None if phases else ("transaction",)))
     writer = node.start_ledger()
+    alone = None if database else _CommitsNothing()
+    if alone is not None:
+        if path != "direct":
+            raise SystemExit("the callers alone are measured on the direct path only")
+        writer._appender = alone  # type: ignore[assignment]
     freeze_startup_objects()  # as a served node does once started (gateway.app)
 
     def checkpoints() -> tuple[int, int]:
@@ -227,11 +256,20 @@ def appends(callers: int, seconds: float, path: str = "outbox",
     time.sleep(max(0.0, warm_end - time.perf_counter()))
     # Those open once the callers run (the writer's and the pool's): their CPU over the window,
     # when the server runs on this host.
-    db = backend_meter(backends()) if postgres else None
+    db = backend_meter(backends()) if postgres and alone is None else None
     (cp0, size0), cpu0, t0 = checkpoints(), _cpu(), time.perf_counter()
+    if alone is not None:
+        cp0, size0 = alone.batches, alone.next
     phases0 = {k: list(v) for k, v in totals.items()}
     time.sleep(max(0.0, end - time.perf_counter()))
     (cp1, size1), cpu1, wall = checkpoints(), _cpu(), time.perf_counter() - t0
+    if alone is not None:
+        cp1, size1 = alone.batches, alone.next
+    if db is not None:
+        # A backend the pool opened during the window (the writer takes whichever pooled
+        # connection is free, and the bench's own reads may have made a second): its CPU
+        # counts too, or the server's share of an append would read as half.
+        db.join(backends())
     pg_cpu = db.stop()[0] if db else None
     phases1 = {k: list(v) for k, v in totals.items()}
     for th in pool:
@@ -249,7 +287,8 @@ def appends(callers: int, seconds: float, path: str = "outbox",
     # CPU an entry appended in the window (the head moved by that many), in this process
     # and in the database's backends.
     entries = max(1, size1 - size0)
-    return {"path": path, "callers": callers, "threads": callers, "loop": loop_kind,
+    return {"path": path, "database": database, "callers": callers, "threads": callers,
+            "loop": loop_kind,
             "seconds": seconds, "appends": done, "per_s": done / seconds,
             "p50_ms": _pct(lat, 50) * 1000, "p99_ms": _pct(lat, 99) * 1000,
             "batches": cp1 - cp0, "mean_batch": done / batches,
@@ -516,6 +555,8 @@ def main() -> int:
     if what == "appends":
         r = appends(int(args[0]), float(args[1]), args[2] if len(args) > 2 else "outbox",
                     phases="phases" in args[3:])
+    elif what == "callers-alone":
+        r = appends(int(args[0]), float(args[1]), "direct", database=False)
     elif what == "writer-alone":
         r = writer_alone(int(args[0]), int(args[1]))
     elif what == "inclusion":
