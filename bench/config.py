@@ -45,3 +45,6 @@ TARGETS = {
     "generator-headroom": 2.0,
 }
 APPEND_CALLERS = 256  # concurrent callers of the direct ledger-append figure
+# The same figure again with this many callers, as a sensitivity (no target): how the rate
+# grows with the batches more callers make.
+APPEND_CALLERS_MANY = 2048

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from bench.config import APPEND_CALLERS, TARGETS
+from bench.config import APPEND_CALLERS, APPEND_CALLERS_MANY, TARGETS
 from bench.procs import json_run, log
 from bench.servers import NodeHome, PgDatabase
 
@@ -133,6 +133,24 @@ def ledger_figures(b: Bench, home: NodeHome, db: PgDatabase, world: dict[str, An
                         f"{app['per_s'] / ins['rows_per_s']:.2f}×" + layout_note + held_note
                         + floor_note + cpu_note
                         + (f"; ERRORS {app['errors']}" if app["errors"] else ""))
+    # Sensitivity, no target: the same measure with eight times the callers (larger batches,
+    # longer waits), so that each run shows how far the ratio is from one caller count.
+    many_seconds = min(m.append_seconds, 8.0)
+    log(f"ledger appends, direct: {APPEND_CALLERS_MANY} asyncio callers, {many_seconds} s")
+    many = json_run([sys.executable, "-m", "bench.tasks", "appends", str(APPEND_CALLERS_MANY),
+                      str(many_seconds), "direct"], env=env, timeout=many_seconds + 120,
+                     logfile=b.logs / "task-appends-many.log")
+    b.raw["appends-many"] = many
+    b.ratio_fig(f"ledger appends with {APPEND_CALLERS_MANY} callers (sensitivity, no target)",
+                   many["per_s"], "appends/s", b.raw.get("pg_insert_rate"),
+                   limit_name="raw batched INSERT",
+                   note=f"the figure above with {many['callers']} callers: mean batch "
+                        f"{many['mean_batch']:.0f}, wait p50 {many['p50_ms']:.1f} ms p99 "
+                        f"{many['p99_ms']:.1f} ms, transaction {many['transaction_ms']:.2f} ms"
+                        " a batch; the target is judged at "
+                        f"{APPEND_CALLERS} callers, against a raw limit that commits "
+                        f"{m.append_threads} rows at a time"
+                        + (f"; ERRORS {many['errors']}" if many["errors"] else ""))
     log(f"ledger appends, outbox: {m.append_threads} threads, {m.append_seconds} s")
     box = json_run([sys.executable, "-m", "bench.tasks", "appends",
                      str(m.append_threads), str(m.append_seconds), "outbox"], env=env,
