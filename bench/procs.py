@@ -135,18 +135,25 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path
 # -- /proc --------------------------------------------------------------------------------
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name, so that ``[k]`` is field
+    ``k + 3`` (``[1]`` ppid, ``[11]`` utime, ``[19]`` starttime); None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def descendants(pid: int) -> list[int]:
     """``pid`` and every live process below it (uvicorn's supervisor and its workers)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
+        stat = _stat(entry)
+        if stat is None:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
+        children.setdefault(int(stat[1]), []).append(int(entry))
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
@@ -157,20 +164,16 @@ def descendants(pid: int) -> list[int]:
 
 def cpu_times(pid: int) -> tuple[float, float]:
     """(utime, stime) of ``pid`` in seconds, all its threads (/proc/<pid>/stat 14 and 15)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    fields = _stat(pid)
+    if fields is None:
         return 0.0, 0.0
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def started_at(pid: int) -> float | None:
     """When ``pid`` started, in seconds since boot (/proc/<pid>/stat 22); None if gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[19]) / CLK_TCK
+    fields = _stat(pid)
+    return None if fields is None else int(fields[19]) / CLK_TCK
 
 
 def uptime() -> float:

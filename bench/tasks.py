@@ -172,7 +172,10 @@ def appends(callers: int, seconds: float, path: str = "outbox",
     freeze_startup_objects()  # as a served node does once started (gateway.app)
 
     def checkpoints() -> tuple[int, int]:
-        """Checkpoints signed and entries in the ledger so far."""
+        """Checkpoints signed and entries in the ledger so far (batches and numbers given,
+        for the callers alone)."""
+        if alone is not None:
+            return alone.batches, alone.next
         with node.engine.connect() as conn:
             signed = conn.execute(select(func.count()).select_from(LedgerCheckpoint))
             size = conn.execute(select(LedgerHead.size))
@@ -258,13 +261,9 @@ def appends(callers: int, seconds: float, path: str = "outbox",
     # when the server runs on this host.
     db = backend_meter(backends()) if postgres and alone is None else None
     (cp0, size0), cpu0, t0 = checkpoints(), _cpu(), time.perf_counter()
-    if alone is not None:
-        cp0, size0 = alone.batches, alone.next
     phases0 = {k: list(v) for k, v in totals.items()}
     time.sleep(max(0.0, end - time.perf_counter()))
     (cp1, size1), cpu1, wall = checkpoints(), _cpu(), time.perf_counter() - t0
-    if alone is not None:
-        cp1, size1 = alone.batches, alone.next
     if db is not None:
         # A backend the pool opened during the window (the writer takes whichever pooled
         # connection is free, and the bench's own reads may have made a second): its CPU
