@@ -488,9 +488,12 @@ def statements(world_path: Path) -> dict[str, Any]:
     seen: list[str] = []
 
     # Counted at the driver, so the statements the ledger writer sends through psycopg
-    # itself (pipelined reads and writes, COPY) are counted with SQLAlchemy's. Round trips:
-    # a statement alone is one, a pipeline is one however many it holds, a COPY two.
+    # itself (pipelined reads and writes, COPY) and through libpq (exchange.ledger.pqwire)
+    # are counted with SQLAlchemy's. Round trips: a statement alone is one, a pipeline is one
+    # however many it holds, a COPY two; a simple query is one, and one more a COPY in it.
     import psycopg
+
+    from exchange.ledger import pqwire
 
     def _sent(statement: Any, piped: bool, trips: int) -> None:
         counts["statements"] += 1
@@ -513,6 +516,22 @@ def statements(world_path: Path) -> dict[str, Any]:
         counts["round_trips"] += 1
         return conn_pipeline(self)
 
+    wire_pipeline, wire_simple = pqwire.Wire.pipeline, pqwire.Wire.simple
+
+    def _wire_pipeline(self: Any, calls: Any) -> Any:
+        counts["round_trips"] += 1
+        for stmt, _ in calls:
+            _sent(stmt.sql.decode(), True, 1)
+        return wire_pipeline(self, calls)
+
+    def _wire_simple(self: Any, sql: bytes, copies: Any = ()) -> Any:
+        counts["round_trips"] += 1 + len(copies)
+        for part in sql.decode().split(";\n"):
+            _sent(part, True, 1)
+        return wire_simple(self, sql, copies)
+
+    pqwire.Wire.pipeline = _wire_pipeline  # type: ignore[method-assign]
+    pqwire.Wire.simple = _wire_simple  # type: ignore[method-assign]
     psycopg.Cursor.execute = _execute  # type: ignore[method-assign]
     psycopg.Cursor.copy = _copy  # type: ignore[method-assign]
     psycopg.Connection.pipeline = _pipeline  # type: ignore[method-assign]
@@ -541,7 +560,8 @@ def statements(world_path: Path) -> dict[str, Any]:
             out[phase] = {"status": resp.status_code, **counts, "sql": list(seen)}
             print(f"{phase}: HTTP {resp.status_code}, {counts['statements']} SQL statements, "
                   f"{counts['commits']} commits, {counts['round_trips']} round trips, "
-                  f"{counts['checkouts']} pool checkouts ('| ': sent in a pipeline)")
+                  f"{counts['checkouts']} pool checkouts ('| ': sent with others, in a"
+                  " pipeline or one simple query)")
             if phase in ("pull", "issue"):
                 for s in seen:
                     print(f"    {s}")

@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from exchange.ledger import leaves, merkle
+from exchange.ledger import leaves, merkle, pgbatch
 from exchange.ledger.leaf import KINDS, OUTCOMES, Event, encode_leaf
 from exchange.ledger.leaves import Frontier, LeafBatch
 from exchange.ledger.store import STRATUM, decomposition
@@ -167,6 +167,9 @@ def test_the_c_builder_ends_where_python_does(spec: dict[str, Any]) -> None:
     assert _copy_rows(entries, "qbbttttqq") == expected
     assert list(py_cols.rows(spec["time_ms"])) == expected  # the Python path's rows
     assert _copy_rows(nodes, "hqb") == c_batch.nodes
+    # The Python path's COPY data (pgbatch.copy_binary) is the same bytes.
+    assert pgbatch.copy_binary(py_cols.rows(spec["time_ms"]), pgbatch._ENTRY_TYPES) == entries
+    assert pgbatch.copy_binary(py_batch.nodes, pgbatch._NODE_TYPES) == nodes
     # Only the stored levels' new subtrees: every one the batch completed at such a level.
     completed = [(lvl, i) for lvl in range(STRATUM, 64, STRATUM)
                  for i in range(spec["size"] >> lvl, c_batch.size >> lvl)]

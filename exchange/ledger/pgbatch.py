@@ -1,29 +1,31 @@
-"""A ledger batch's statements on PostgreSQL: seven round trips where there were fourteen.
+"""A ledger batch's statements on PostgreSQL: four round trips where there were fourteen.
 
 A batch under the lock was a statement at a time through SQLAlchemy: the lock, the head, the
 outbox, the last checkpoint, the subtrees, the subjects; a COPY each for the entries and the
 subtree hashes (two round trips each); the head, the outbox, the checkpoint; the commit.
-Here :func:`read` sends the lock and every read at once through psycopg's pipeline mode, on
-the connection SQLAlchemy holds (so in its transaction) — with the subtree hashes for the
-head the writer expects (the head it committed last, unless another process appended since)
-and the latest index of every subject the batch will hold; :func:`write` copies the rows in
-and then sends the head, the outbox deletion and the checkpoint at once. The commit stays
-SQLAlchemy's. What a round trip costs grows with the distance to the database (and, in this
-process, with the wait for the GIL after each answer); the checks on what was read stay in
-:mod:`.append`, unchanged. :class:`Locked` and :class:`Columns` are what a batch reads and
-writes on either database.
+Here :func:`read` sends the lock and every read at once in one pipeline — with the subtree
+hashes for the head the writer expects (the head it committed last, unless another process
+appended since) and the latest index of every subject the batch will hold; :func:`write`
+sends one simple query: both COPYs, the head, the outbox deletion and the checkpoint. Both go
+through libpq (:mod:`.pqwire`) on the connection SQLAlchemy holds, so in its transaction,
+without psycopg's per-statement Python; the commit stays SQLAlchemy's. What a round trip
+costs grows with the distance to the database (and, in this process, with the wait for the
+GIL after each answer); the checks on what was read stay in :mod:`.append`, unchanged.
+:class:`Locked` and :class:`Columns` are what a batch reads and writes on either database.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
 import psycopg
 
 from exchange.errors import LedgerIntegrityError
-from exchange.ledger import store
+from exchange.ledger import pqwire, store
 from exchange.ledger.backpointers import latest_by_subject_sql
 from exchange.ledger.leaf import subject_prefix
 from exchange.ledger.store import Coord, StoredCheckpoint
@@ -109,6 +111,24 @@ class Columns:
             yield (*row, time_ms, None if subject is None else subject_prefix(subject))
 
 
+# The reads under the lock, as the wire runs them (prepared once per connection).
+_W_START: Final = pqwire.Statement(
+    "ledger_start", _GENERIC.replace("SELECT ", "SELECT pg_advisory_xact_lock($1), ", 1)
+)
+_W_HEAD: Final = pqwire.Statement("ledger_head", _HEAD)
+_W_OUTBOX: Final = pqwire.Statement("ledger_outbox", _OUTBOX.replace("%s", "$1"))
+_W_CHECKPOINT: Final = pqwire.Statement("ledger_checkpoint", _CHECKPOINT)
+_W_HASHES: Final = pqwire.Statement(
+    "ledger_hashes",
+    store.PG_HASHES_SQL.replace("%(leaves)s", "$1")
+    .replace("%(levels)s", "$2")
+    .replace("%(idxs)s", "$3"),
+)
+_W_SUBJECTS: Final = pqwire.Statement(
+    "ledger_subjects", _SUBJECTS.replace("%s", "$1", 1).replace("%s", "$2", 1)
+)
+
+
 def read(
     raw: psycopg.Connection[Any],
     *,
@@ -121,49 +141,77 @@ def read(
     lock, then read the head, up to ``limit`` outbox rows, the latest
     checkpoint, the stored hashes ``probe`` = (expected size, coordinates) names, and the
     latest index of each of ``subjects`` and of the subjects of those outbox rows — all
-    sent at once, executed in that order under the lock. The hashes are kept only if the
-    head is at the expected size."""
+    sent at once (:mod:`.pqwire`), executed in that order under the lock. The hashes are
+    kept only if the head is at the expected size."""
     expected, coords = probe if probe is not None else (None, ())
     leaves, inner = store.plan_reads(coords)
-    with raw.pipeline():
-        raw.execute(_GENERIC)
-        raw.execute(_LOCK, (lock_key,))
-        head = raw.execute(_HEAD, binary=True)
-        outbox = raw.execute(_OUTBOX, (limit,), binary=True)
-        checkpoint = raw.execute(_CHECKPOINT, binary=True)
-        hashes = (
-            raw.execute(
-                store.PG_HASHES_SQL,
-                {
-                    "leaves": leaves,
-                    "levels": [lvl for lvl, _ in inner],
-                    "idxs": [i for _, i in inner],
-                },
-                binary=True,
-            )
-            if probe is not None
-            else None
-        )
-        found = raw.execute(_SUBJECTS, (list(subjects), limit), binary=True)
-    h = head.fetchone()
-    if h is None:
+    n = pqwire.text_param(limit)
+    calls: list[tuple[pqwire.Statement, Sequence[bytes | None]]] = [
+        (_W_START, [pqwire.text_param(lock_key)]),
+        (_W_HEAD, ()),
+        (_W_OUTBOX, [n]),
+        (_W_CHECKPOINT, ()),
+        (_W_SUBJECTS, [pqwire.array_param(subjects), n]),
+    ]
+    if probe is not None:
+        calls.append((_W_HASHES, [
+            pqwire.array_param(leaves),
+            pqwire.array_param([lvl for lvl, _ in inner]),
+            pqwire.array_param([i for _, i in inner]),
+        ]))
+    results = pqwire.Wire(raw).pipeline(calls)
+    head, outbox, checkpoint, found = results[1:5]
+    if head.ntuples != 1:
         raise LedgerIntegrityError("the ledger head row is missing")
-    cp = checkpoint.fetchone()
-    size = int(h[0])
+    size = _int(head.get_value(0, 0))
+    last_hash = _bytes(head.get_value(0, 1))
+    subtrees = None
+    if probe is not None and size == expected:
+        hashes = results[5]
+        subtrees = store.assemble(coords, {
+            (_int2(hashes.get_value(r, 0)), _int(hashes.get_value(r, 1))):
+                _bytes(hashes.get_value(r, 2))
+            for r in range(hashes.ntuples)
+        })
+    cp = None
+    if checkpoint.ntuples:
+        cp = StoredCheckpoint(
+            _int(checkpoint.get_value(0, 0)),
+            _bytes(checkpoint.get_value(0, 1)),
+            _bytes(checkpoint.get_value(0, 2)).decode(),
+        )
     return Locked(
         size=size,
-        last_hash=bytes(h[1]),
-        outbox=[(int(seq), str(ref), event) for seq, ref, event in outbox.fetchall()],
-        checkpoint=StoredCheckpoint(int(cp[0]), bytes(cp[1]), str(cp[2])) if cp else None,
-        subtrees=(
-            None
-            if hashes is None or size != expected
-            else store.assemble(
-                coords, {(int(lvl), int(i)): bytes(x) for lvl, i, x in hashes.fetchall()}
+        last_hash=last_hash,
+        outbox=[
+            (
+                _int(outbox.get_value(r, 0)),
+                _bytes(outbox.get_value(r, 1)).decode(),
+                orjson.loads(_bytes(outbox.get_value(r, 2))),
             )
-        ),
-        subjects={s: None if i is None else int(i) for s, i in found.fetchall()},
+            for r in range(outbox.ntuples)
+        ],
+        checkpoint=cp,
+        subtrees=subtrees,
+        subjects={
+            _bytes(found.get_value(r, 0)).decode(): pqwire.int8(found.get_value(r, 1))
+            for r in range(found.ntuples)
+        },
     )
+
+
+def _bytes(value: bytes | None) -> bytes:
+    if value is None:
+        raise LedgerIntegrityError("a ledger column read NULL where it never is")
+    return bytes(value)
+
+
+def _int(value: bytes | None) -> int:
+    return pqwire.int8(_bytes(value)) or 0
+
+
+def _int2(value: bytes | None) -> int:
+    return pqwire.int2(_bytes(value)) or 0
 
 
 def write(
@@ -176,34 +224,71 @@ def write(
     drop: Sequence[int],
     checkpoint: tuple[int, bytes, str, int] | None,
 ) -> None:
-    """Copy in the batch's entries and subtree hashes, then move the head, drop the appended
-    outbox rows and store ``checkpoint`` (size, root, note, time_ms), those three at once."""
-    entries_ready, nodes_ready = entries.copy or (None, None)
-    with raw.cursor() as cur:
-        if entries:
-            _copy_in(cur, _COPY_ENTRIES, _ENTRY_TYPES, entries_ready, entries.rows(time_ms))
-        if nodes:
-            _copy_in(cur, _COPY_NODES, _NODE_TYPES, nodes_ready, nodes)
-    with raw.pipeline():
-        raw.execute(_MOVE_HEAD, head)
-        if drop:
-            raw.execute(_DROP_OUTBOX, (list(drop),))
-        if checkpoint is not None:
-            raw.execute(_SIGNED, checkpoint)
+    """Copy in the batch's entries and subtree hashes, move the head, drop the appended
+    outbox rows and store ``checkpoint`` (size, root, note, time_ms): one simple query
+    (:meth:`.pqwire.Wire.script`) whose two COPYs take the binary data the C builder made
+    (or :func:`copy_binary`'s, the same bytes), the rest as literals — integers, hex, and
+    the note escaped by libpq. The commit stays the caller's."""
+    wire = pqwire.Wire(raw)
+    entries_data, nodes_data = entries.copy or (
+        copy_binary(entries.rows(time_ms), _ENTRY_TYPES),
+        copy_binary(nodes, _NODE_TYPES),
+    )
+    sql: list[str] = []
+    copies: list[bytes] = []
+    if entries:
+        sql.append(_COPY_ENTRIES)
+        copies.append(entries_data)
+    if nodes:
+        sql.append(_COPY_NODES)
+        copies.append(nodes_data)
+    # The values below are integers (int()), hex digits, and the note as libpq quotes it.
+    size, last_hash = head
+    sql.append(
+        f"UPDATE ledger_head SET size = {int(size)}, last_hash = {_hex(last_hash)}"  # noqa: S608
+        " WHERE id = 1"
+    )
+    if drop:
+        seqs = ",".join(str(int(q)) for q in drop)
+        sql.append(f"DELETE FROM ledger_outbox WHERE seq = ANY('{{{seqs}}}'::int8[])")  # noqa: S608
+    if checkpoint is not None:
+        cp_size, root, note, cp_time = checkpoint
+        sql.append(
+            "INSERT INTO ledger_checkpoints (size, root, note, time_ms) VALUES"  # noqa: S608
+            f" ({int(cp_size)}, {_hex(root)}, {wire.literal(note).decode()}, {int(cp_time)})"
+        )
+    wire.script(";\n".join(sql).encode(), copies)
 
 
-def _copy_in(
-    cur: psycopg.Cursor[Any],
-    sql: str,
-    types: list[str],
-    ready: bytes | None,
-    rows: Iterable[Sequence[Any]],
-) -> None:
-    """One binary COPY: the ``ready`` data when the C builder made it, else ``rows``."""
-    with cur.copy(sql) as copy:
-        if ready is not None:
-            copy.write(ready)
-            return
-        copy.set_types(types)
-        for row in rows:
-            copy.write_row(row)
+def _hex(value: bytes) -> str:
+    """A bytea literal that reads the same under any ``standard_conforming_strings``."""
+    return f"decode('{value.hex()}', 'hex')"
+
+
+_COPY_HEADER: Final = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_NULL: Final = struct.pack("!i", -1)
+
+
+def copy_binary(rows: Iterable[Sequence[Any]], types: Sequence[str]) -> bytes:
+    """PostgreSQL's binary COPY data for ``rows``: each field an ``int8``, ``int2``,
+    ``bytea`` or ``text`` (or None: NULL). The same bytes as the C builder's."""
+    out = [_COPY_HEADER]
+    count = struct.pack("!h", len(types))
+    for row in rows:
+        out.append(count)
+        for value, kind in zip(row, types, strict=True):
+            if value is None:
+                out.append(_NULL)
+                continue
+            if kind == "int8":
+                data = struct.pack("!q", value)
+            elif kind == "int2":
+                data = struct.pack("!h", value)
+            elif kind == "text":
+                data = value.encode()
+            else:
+                data = bytes(value)
+            out.append(struct.pack("!i", len(data)))
+            out.append(data)
+    out.append(struct.pack("!h", -1))
+    return b"".join(out)
