@@ -191,8 +191,10 @@ class Wire:
         error: pq.abc.PGresult | None = None
         for what in sent:
             res = self.result()
-            if res is None:
-                raise psycopg.OperationalError("the pipeline ended early")
+            if res is None:  # the server went away: say why, if it said
+                raise self.fail(error) if error else psycopg.OperationalError(
+                    "the pipeline ended early"
+                )
             if res.status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
                 if what == b"":
                     results.append(res)
