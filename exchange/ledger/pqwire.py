@@ -20,7 +20,6 @@ so that the pool does not hand it out again.
 from __future__ import annotations
 
 import select
-import struct
 import weakref
 from collections.abc import Sequence
 from typing import Any, Final
@@ -29,19 +28,14 @@ import psycopg
 from psycopg import errors, pq
 
 BEGIN: Final = b"BEGIN ISOLATION LEVEL READ COMMITTED"
-_INT8: Final = struct.Struct("!q")
-_INT2: Final = struct.Struct("!h")
 
 # The statements each connection has prepared (names of ours, never psycopg's ``_pg3_*``).
 _prepared: weakref.WeakKeyDictionary[pq.abc.PGconn, set[bytes]] = weakref.WeakKeyDictionary()
 
 
 def int8(value: bytes | None) -> int | None:
-    return None if value is None else int(_INT8.unpack(value)[0])
-
-
-def int2(value: bytes | None) -> int | None:
-    return None if value is None else int(_INT2.unpack(value)[0])
+    """A binary integer column's value (int2, int4 or int8), or None for NULL."""
+    return None if value is None else int.from_bytes(value, "big", signed=True)
 
 
 def text_param(value: int | str) -> bytes:
