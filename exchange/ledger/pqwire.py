@@ -19,9 +19,10 @@ so that the pool does not hand it out again.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import psycopg
@@ -101,11 +102,18 @@ class Wire:
     def fail(self, res: pq.abc.PGresult) -> psycopg.Error:
         return errors.error_from_result(res, encoding="utf-8")
 
-    def broken(self) -> None:
-        """The exchange with the server is in an unknown state: close the connection (its
-        owner sees it closed and does not pool it again)."""
-        _prepared.pop(self.pg, None)
-        self.pg.finish()
+    @contextlib.contextmanager
+    def _exchange(self) -> Iterator[None]:
+        """An exchange with the server that, if it does not run to its end, leaves the
+        connection in an unknown state: then it is closed (its owner sees it closed and
+        does not pool it again). An error the server reported is not such an end: the
+        exchange is read to its end first, and raised after."""
+        try:
+            yield
+        except BaseException:
+            _prepared.pop(self.pg, None)
+            self.pg.finish()
+            raise
 
     # -- a pipeline of prepared statements ----------------------------------------------------
     def pipeline(
@@ -136,8 +144,7 @@ class Wire:
         self, calls: Sequence[tuple[Statement, Sequence[bytes | None]]]
     ) -> list[pq.abc.PGresult]:
         pg = self.pg
-        ok = False
-        try:
+        with self._exchange():
             pg.enter_pipeline_mode()
             sent = self._send(calls)
             pg.pipeline_sync()
@@ -147,10 +154,6 @@ class Wire:
             if res is None or res.status != pq.ExecStatus.PIPELINE_SYNC:
                 raise psycopg.OperationalError("the pipeline did not end with its sync")
             pg.exit_pipeline_mode()
-            ok = True
-        finally:
-            if not ok:
-                self.broken()
         if error is not None:
             raise self.fail(error)
         return results
@@ -215,11 +218,10 @@ class Wire:
         Each ``COPY … FROM STDIN`` in it takes the next of ``copies`` (one left without
         data fails)."""
         pg = self.pg
-        ok = False
         error: pq.abc.PGresult | None = None
         rows: list[tuple[bytes | None, ...]] = []
         pending = list(copies)
-        try:
+        with self._exchange():
             pg.send_query(sql)
             self.flush()
             while (res := self.result()) is not None:
@@ -240,10 +242,6 @@ class Wire:
                     error = error or res
                 elif res.status != pq.ExecStatus.COMMAND_OK:
                     raise psycopg.OperationalError(f"unexpected result {res.status!r}")
-            ok = True
-        finally:
-            if not ok:
-                self.broken()
         if error is not None:
             raise self.fail(error)
         if pending:
