@@ -1,4 +1,4 @@
-"""A ledger batch's statements on PostgreSQL: four round trips where there were fourteen.
+"""A ledger batch's statements on PostgreSQL: five round trips where there were fourteen.
 
 A batch under the lock was a statement at a time through SQLAlchemy: the lock, the head, the
 outbox, the last checkpoint, the subtrees, the subjects; a COPY each for the entries and the
@@ -6,7 +6,8 @@ subtree hashes (two round trips each); the head, the outbox, the checkpoint; the
 Here :func:`read` sends the lock and every read at once in one pipeline — with the subtree
 hashes for the head the writer expects (the head it committed last, unless another process
 appended since) and the latest index of every subject the batch will hold; :func:`write`
-sends one simple query: both COPYs, the head, the outbox deletion and the checkpoint. Both go
+sends one simple query: both COPYs, the head, the outbox deletion and the checkpoint (a
+round trip to each COPY's go-ahead, one for the rest). Both go
 through libpq (:mod:`.pqwire`) on the connection SQLAlchemy holds, so in its transaction,
 without psycopg's per-statement Python; the commit stays SQLAlchemy's. What a round trip
 costs grows with the distance to the database (and, in this process, with the wait for the
