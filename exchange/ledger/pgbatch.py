@@ -61,7 +61,6 @@ _COPY_NODES: Final = "COPY ledger_nodes (level, idx, hash) FROM STDIN (FORMAT BI
 _NODE_TYPES: Final = ["int2", "int8", "bytea"]
 
 
-
 @dataclass(slots=True)
 class Locked:
     """What a batch reads under the lock."""
@@ -201,8 +200,7 @@ def _bytes(value: bytes | None) -> bytes:
 
 
 def _int(value: bytes | None) -> int:
-    """A binary int2 or int8 (big-endian, two's complement)."""
-    return int.from_bytes(_bytes(value), "big", signed=True)
+    return pqwire.integer(_bytes(value))
 
 
 def write(

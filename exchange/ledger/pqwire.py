@@ -34,9 +34,14 @@ BEGIN: Final = b"BEGIN ISOLATION LEVEL READ COMMITTED"
 _prepared: weakref.WeakKeyDictionary[pq.abc.PGconn, set[bytes]] = weakref.WeakKeyDictionary()
 
 
+def integer(value: bytes) -> int:
+    """A binary integer column's value (int2, int4 or int8: big-endian, two's complement)."""
+    return int.from_bytes(value, "big", signed=True)
+
+
 def int8(value: bytes | None) -> int | None:
-    """A binary integer column's value (int2, int4 or int8), or None for NULL."""
-    return None if value is None else int.from_bytes(value, "big", signed=True)
+    """:func:`integer`, or None for NULL."""
+    return None if value is None else integer(value)
 
 
 def text_param(value: int | str) -> bytes:
