@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
@@ -42,6 +43,9 @@ from exchange.persistence.db import make_engine
 from exchange.persistence.models import LedgerCheckpoint, LedgerEntry, LedgerHead, LedgerOutbox
 from exchange.settings import Settings
 from tests.conftest import BASE_URL, TEST_PASSPHRASE, TEST_SUBJECT_KEY
+
+if TYPE_CHECKING:
+    from exchange.node import Node
 
 REPO = Path(__file__).resolve().parent.parent
 SUBJECTS = 5  # events cycle through a few shared subjects, so prev_subject crosses processes
@@ -77,6 +81,26 @@ def prepare(settings: Settings) -> str:
 
 def request_sha(tag: str, thread: int, i: int) -> str:
     return hashlib.sha256(f"{tag}/{thread}/{i}".encode()).hexdigest()
+
+
+def direct_events(node: Node, tag: str, n: int) -> list[tuple[str, Event]]:
+    """``n`` direct events (ref, event) over three subjects, with unique refs, for a
+    :class:`BatchAppender` driven by hand."""
+    from exchange.ledger.service import subject_pseudonym
+
+    return [
+        (
+            f"{tag}-{i:028d}",
+            Event(
+                kind="pull",
+                actor="batch-reads",
+                outcome="granted",
+                subject=subject_pseudonym(node, f"batch-reads-{i % 3}"),
+                request_sha256=request_sha(tag, 0, i),
+            ),
+        )
+        for i in range(n)
+    ]
 
 
 # -- the worker ------------------------------------------------------------------------------

@@ -20,28 +20,11 @@ from sqlalchemy import text
 from exchange.ledger import append, store
 from exchange.ledger.append import BatchAppender
 from exchange.ledger.leaf import Event
-from exchange.ledger.service import subject_pseudonym, verifier_key
+from exchange.ledger.service import verifier_key
 from exchange.ledger.writer import ledger_signer
 from exchange.node import Node
 from tests import ledger_load as load
 from tests.conftest import BACKEND
-
-
-def _events(node: Node, tag: str, n: int) -> list[tuple[str, Event]]:
-    """``n`` direct events over three subjects, with unique refs."""
-    return [
-        (
-            f"{tag}-{i:028d}",
-            Event(
-                kind="pull",
-                actor="batch-reads",
-                outcome="granted",
-                subject=subject_pseudonym(node, f"batch-reads-{i % 3}"),
-                request_sha256=load.request_sha(tag, 0, i),
-            ),
-        )
-        for i in range(n)
-    ]
 
 
 @pytest.fixture
@@ -69,7 +52,7 @@ def test_one_writer_reads_the_tree_with_the_lock(
     a.run([], [])  # the genesis checkpoint
     done: dict[str, int] = {}
     for b in range(6):
-        done |= a.run([], _events(node, f"one{b}", 5 + b))
+        done |= a.run([], load.direct_events(node, f"one{b}", 5 + b))
     assert sorted(done.values()) == list(range(sum(5 + b for b in range(6))))
     if node.engine.dialect.name == "postgresql":
         # Only the first batch did not know the head to expect.
@@ -93,7 +76,7 @@ def test_writers_taking_turns_read_the_real_head(
             sizes.append(store.tree_size(conn))
         # The same three subjects every time: each writer remembers where it left them,
         # and the other writer has moved them since.
-        done |= writer.run([], _events(node, f"turn{turn}", 4 + turn))
+        done |= writer.run([], load.direct_events(node, f"turn{turn}", 4 + turn))
     assert sorted(done.values()) == list(range(sum(4 + t for t in range(8))))
     # On PostgreSQL every batch expected a head the other writer has moved since (or, the
     # first of each writer, none): each read the subtrees of the real head itself. SQLite
@@ -165,7 +148,7 @@ def _connections_cut(node: Node, database_url: str) -> None:
 
     a = BatchAppender(node, ledger_signer(node), max_batch=64)
     a.run([], [])
-    first = a.run([], _events(node, "cut0", 5))
+    first = a.run([], load.direct_events(node, "cut0", 5))
     url = database_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url, autocommit=True) as admin:
         ended = admin.execute(
@@ -175,9 +158,9 @@ def _connections_cut(node: Node, database_url: str) -> None:
     assert ended is not None and ended[0] >= 1
     failed: dict[str, int] = {}
     with pytest.raises(Exception, match=r"(?i)terminat|closed|connection"):
-        a.run([], _events(node, "cut1", 5), failed)
+        a.run([], load.direct_events(node, "cut1", 5), failed)
     assert failed == {}  # nothing was answered for the failed batch
-    again = a.run([], _events(node, "cut2", 5))
+    again = a.run([], load.direct_events(node, "cut2", 5))
     assert sorted(again.values()) == list(range(5, 10))
     ledger = load.audit(database_url, verifier_key(node))
     assert len(ledger.leaves) == len(first) + len(again) == 10

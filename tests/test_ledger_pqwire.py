@@ -18,8 +18,7 @@ import pytest
 
 from exchange.ledger import pgbatch, pqwire
 from exchange.ledger.append import BatchAppender
-from exchange.ledger.leaf import Event
-from exchange.ledger.service import subject_pseudonym, verifier_key
+from exchange.ledger.service import verifier_key
 from exchange.ledger.writer import ledger_signer
 from exchange.node import Node
 from tests import ledger_load as load
@@ -165,15 +164,7 @@ def test_the_writer_goes_on_after_its_connections_lost_their_statements(
     a = BatchAppender(node, ledger_signer(node), max_batch=64)
     a.run([], [])
 
-    def events(tag: str) -> list[tuple[str, Event]]:
-        return [
-            (f"{tag}-{i:030d}", Event(kind="pull", actor="pqwire", outcome="granted",
-                                      subject=subject_pseudonym(node, f"pqwire-{i % 2}"),
-                                      request_sha256=load.request_sha(tag, 0, i)))
-            for i in range(5)
-        ]
-
-    done = a.run([], events("one"))
+    done = a.run([], load.direct_events(node, "one", 5))
     # Every pooled connection (the writer's among them) loses every prepared statement.
     pool = node.engine.pool
     held = [node.engine.raw_connection() for _ in range(pool.checkedin())]  # type: ignore[attr-defined]
@@ -183,6 +174,6 @@ def test_the_writer_goes_on_after_its_connections_lost_their_statements(
             cur.execute("DEALLOCATE ALL")
         dbapi.commit()
         dbapi.close()
-    done |= a.run([], events("two"))
+    done |= a.run([], load.direct_events(node, "two", 5))
     assert sorted(done.values()) == list(range(10))
     load.audit(database_url, verifier_key(node))
